@@ -1,0 +1,25 @@
+# Two entry points, each creating its own virtual environment (.venv) on first use.
+#   make demo   - run the embedded WSOL benchmark
+#   make test   - run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.camkit-installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,fast]"
+	touch $@
+
+.PHONY: demo test lint bench
+demo: $(BIN)/.camkit-installed
+	$(BIN)/camkit demo $(ARGS)
+
+test: $(BIN)/.camkit-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.camkit-installed
+	$(BIN)/ruff check camkit tests benchmarks examples
+
+bench: $(BIN)/.camkit-installed
+	$(BIN)/python benchmarks/run_all.py
