@@ -240,6 +240,10 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(encoded.tobytes())
+        # mkstemp creates 0600 files; give the PNG the usual permissions under the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
