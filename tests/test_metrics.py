@@ -238,3 +238,19 @@ def test_localization_errors():
                       torch.tensor([0]))
     with pytest.raises(ValueError, match="at least one update"):
         metric.compute()
+
+
+def test_pixel_ap_bins_scores_on_edges_and_negative_zero_like_numpy_histogram():
+    grid = threshold_grid(0.01)
+    scores = np.concatenate([grid, np.nextafter(grid[1:], 0), [1.0, -0.0, 0.0]])
+    side = int(np.ceil(np.sqrt(scores.size)))
+    scoremap = np.zeros(side * side)
+    scoremap[:scores.size] = scores
+    scoremap = scoremap.reshape(1, side, side)
+    masks = (np.arange(side * side) % 3 == 0).astype(np.uint8).reshape(1, side, side)
+    metric = PixelAP(grid)
+    metric.update(scoremap, masks)
+    edges = np.append(grid, [1.0, 2.0, 3.0])
+    state = metric.state_dict()["state"]
+    assert state["foreground"] == np.histogram(scoremap[masks == 1], bins=edges)[0].tolist()
+    assert state["background"] == np.histogram(scoremap[masks == 0], bins=edges)[0].tolist()

@@ -109,10 +109,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool) -> Le
     rects: list = []
     origins: list[tuple[int, int]] = []
     counts: list[int] = []
-    for index, value in enumerate(kept.tolist()):
-        y0, y1, x0, x1 = int(top[index]), int(bottom[index]), int(left[index]), int(right[index])
-        binary = (q[y0:y1 + 1, x0:x1 + 1] >= value).view(np.uint8)
-        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    bounds = np.stack([top, bottom + 1, left, right + 1], axis=1).tolist()
+    find_contours, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
+    for value, (y0, y1, x0, x1) in zip(kept.tolist(), bounds, strict=True):
+        binary = (q[y0:y1, x0:x1] >= value).view(np.uint8)
+        contours = find_contours(binary, tree, simple)[0]
         if not multi_contour and len(contours) > 1:
             contours = [max(contours, key=cv2.contourArea)]
         block = _bounding_rects(contours)
