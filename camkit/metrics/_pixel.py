@@ -18,6 +18,8 @@ __all__ = ["IGNORE", "PixelAP", "PixelAPResult", "pixel_ap"]
 #: Mask value of pixels left out of PxAP.
 IGNORE = 255
 _FOREGROUND_BIT = np.uint64(1 << 63)
+_ALLOWED_LABELS = np.zeros(256, dtype=bool)
+_ALLOWED_LABELS[[0, 1, IGNORE]] = True
 
 
 def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -34,11 +36,16 @@ def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
         value = value[None]
     if value.shape != shape:
         raise ValueError(f"masks must have the scoremaps' shape {shape}, got {value.shape}")
-    masks = value.astype(np.uint8) if value.dtype == np.bool_ else value
-    bad = (masks != 0) & (masks != 1) & (masks != IGNORE)
-    if bad.any():
-        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {masks[bad][0]!r}")
-    return masks
+    if value.dtype != np.uint8:
+        low, high = (int(value.min()), int(value.max())) if value.size else (0, 0)
+        if low < 0 or high > IGNORE:
+            raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got values in "
+                             f"[{low}, {high}]")
+        value = value.astype(np.uint8)
+    allowed = _ALLOWED_LABELS[value]
+    if not allowed.all():
+        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {value[~allowed][0]!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -118,18 +125,18 @@ class PixelAP(CountingState):
         """
         maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
         labels = as_masks(masks, maps.shape if maps.ndim == 3 else (1, *maps.shape))
-        maps = maps.reshape(labels.shape)
-        # One sort per batch instead of a histogram per label: the bit patterns of non-negative
+        # One sort per map instead of a histogram per label: the bit patterns of non-negative
         # float64 values order like the values, so key = bits(score) | (label 1 -> top bit)
         # sorts background scores, then foreground scores; ignored pixels get the largest key.
         # Counting keys between consecutive edge keys gives numpy.histogram's bins exactly.
-        keys = (maps.ravel() + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into +0.0
-        keys |= self._label_bits[labels.ravel().astype(np.uint8)]
-        keys.sort()
-        positions = np.searchsorted(keys, self._edge_keys, side="left")
         edges = self._edges.size
-        self._state["background"] += np.diff(positions[:edges])
-        self._state["foreground"] += np.diff(positions[edges:])
+        for scores, label in zip(maps.reshape(labels.shape), labels, strict=True):
+            keys = (scores.ravel() + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into +0.0
+            keys |= self._label_bits[label.ravel()]
+            keys.sort()
+            positions = np.searchsorted(keys, self._edge_keys, side="left")
+            self._state["background"] += np.diff(positions[:edges])
+            self._state["foreground"] += np.diff(positions[edges:])
         self._state["num_images"] += labels.shape[0]
 
     def compute(self) -> PixelAPResult:
