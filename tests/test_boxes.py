@@ -178,6 +178,14 @@ def test_invalid_thresholds_are_rejected(thresholds):
         boxes_from_scoremap(np.zeros((3, 3)), thresholds)
 
 
+def test_scalar_threshold_is_refused_and_grid_checks_interval():
+    with pytest.raises(TypeError, match="threshold_grid"):
+        boxes_from_scoremap(np.zeros((3, 3)), 0.5)
+    assert threshold_grid(0.25).tolist() == [0.0, 0.25, 0.5, 0.75]
+    with pytest.raises(ValueError, match="interval"):
+        threshold_grid(0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Property tests against cv2.findContours
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Everything is converted to NumPy: score maps to float64 (an exact conversion from every float
 dtype, so a float32 map gives the numbers the reference protocol gives for the same map cast to
-float64), boxes to int64, thresholds to a float64 grid.
+float64), boxes to int64, thresholds to a float64 array.
 """
 
 from __future__ import annotations
@@ -80,24 +80,22 @@ def as_boxes(value: object, name: str) -> np.ndarray:
     return boxes
 
 
-def as_thresholds(value: float | Sequence[float] | np.ndarray, name: str) -> np.ndarray:
-    """Return the score-map threshold grid as a float64 array.
+def as_thresholds(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    """Return a score-map threshold grid as a float64 array.
 
-    A float ``interval`` in (0, 1] gives the protocol's grid ``numpy.arange(0, 1, interval)``
-    (1 excluded); a sequence is used as given and must be strictly increasing within [0, 1].
+    The grid must be a non-empty, strictly increasing 1-D sequence within [0, 1];
+    ``camkit.boxes.threshold_grid(interval)`` builds the protocol's grid.
     """
-    if isinstance(value, (float, int)) and not isinstance(value, bool):
-        interval = float(value)
-        if not (np.isfinite(interval) and 0.0 < interval <= 1.0):
-            raise ValueError(f"{name} as an interval must be in (0, 1], got {value}")
-        return np.arange(0, 1, interval)
+    if isinstance(value, (float, int)):
+        raise TypeError(f"{name} must be a sequence of floats (threshold_grid(interval) builds "
+                        f"the protocol's grid), got the scalar {value!r}")
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
         grid = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a float interval or a sequence of floats, got "
-                        f"{type(value).__name__}") from error
+        raise TypeError(f"{name} must be a sequence of floats, got {type(value).__name__}"
+                        ) from error
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {grid.shape}")
     if not np.isfinite(grid).all() or grid.min() < 0.0 or grid.max() > 1.0:
