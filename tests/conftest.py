@@ -58,7 +58,7 @@ def _register_torchvision_schemas() -> None:
     _TORCHVISION_LIB = lib
 
 
-def import_torchvision():  # noqa: ANN201 - returns the module
+def import_torchvision():
     """Import torchvision, working around the missing compiled ops on CPU-only torch."""
     try:
         import torchvision
@@ -73,7 +73,7 @@ def import_torchvision():  # noqa: ANN201 - returns the module
 
 
 @pytest.fixture(scope="session")
-def torchvision_models():  # noqa: ANN201
+def torchvision_models():
     """``torchvision.models``, importable on CPU-only torch."""
     return import_torchvision().models
 
