@@ -11,8 +11,6 @@ method (``<photo>_cam.png``, ``<photo>_rcam.png``) and ``overview.png`` under ``
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import camkit
+from camkit import viz
 
 #: (kernel, stride, expansion, in channels, out channels) of each inverted-residual block.
 LITE0_BLOCKS = (
@@ -123,35 +122,20 @@ def preprocess(photo: np.ndarray, size: int = 224) -> tuple[Tensor, np.ndarray]:
     return tensor, crop
 
 
-def draw(crop: np.ndarray, scoremap: np.ndarray, box: np.ndarray, caption: str,
+def draw(crop: np.ndarray, scoremap: Tensor, box: np.ndarray, caption: str,
          colour: tuple[int, int, int]) -> np.ndarray:
-    """Heat-map overlay (BGR) of ``scoremap (H, W)`` on the photo, with a box and a caption."""
+    """RGB heat-map overlay of ``scoremap (H, W)`` on the photo, with a box and a caption."""
     import cv2
 
-    heat = cv2.applyColorMap((scoremap * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    canvas = cv2.addWeighted(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
-    x0, y0, x1, y1 = (int(v) for v in box)
-    cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, 2)
+    canvas = viz.draw_boxes(viz.overlay_heatmap(crop, scoremap, alpha=0.45), box[None],
+                            color=colour)
     cv2.rectangle(canvas, (0, 0), (canvas.shape[1], 18), (0, 0, 0), -1)
     cv2.putText(canvas, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
                 cv2.LINE_AA)
     return canvas
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    if not ok:
-        raise RuntimeError(f"could not encode {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.tobytes())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def run(out: Path, photos: tuple[str, ...] = PHOTOS, overview_width: int | None = 504,
+def run(out: Path, photos: tuple[str, ...] = PHOTOS, overview_width: int | None = 480,
         ) -> dict[str, int]:
     """Localize each photo with CAM and RCAM; write PNGs; return the top-1 class per photo."""
     out.mkdir(parents=True, exist_ok=True)
@@ -163,25 +147,25 @@ def run(out: Path, photos: tuple[str, ...] = PHOTOS, overview_width: int | None 
         plain = cam.localize(batch)
         fixed = rcam.localize(batch, classes=plain.classes)  # the same class for both
     predictions = {}
-    columns = []
+    rows: list[list[np.ndarray]] = [[], []]
     for i, name in enumerate(photos):
         label = int(plain.classes[i])
         score = float(plain.logits[i].softmax(0)[label])
         predictions[name] = label
-        rows = [draw(crops[i], result.scoremaps[i].numpy(), result.boxes[i],
-                     f"{method} {name}: class {label} p={score:.2f}", colour)
-                for method, result, colour in (("CAM", plain, (255, 255, 255)),
-                                               ("RCAM", fixed, (0, 255, 0)))]
-        for method, panel in zip(("cam", "rcam"), rows, strict=True):
-            _write_png(out / f"{name}_{method}.png", panel)
-        columns.append(np.concatenate(rows, axis=0))
-    overview = np.concatenate(columns, axis=1)
+        for row, (method, result, colour) in zip(
+                rows, (("CAM", plain, (255, 255, 255)), ("RCAM", fixed, (0, 255, 0))),
+                strict=True):
+            panel = draw(crops[i], result.scoremaps[i], result.boxes[i],
+                         f"{method}: class {label} (p={score:.2f})", colour)
+            viz.save_png(out / f"{name}_{method.lower()}.png", panel)
+            row.append(panel)
+    overview = viz.image_grid(rows, column_titles=list(photos))
     if overview_width and overview.shape[1] > overview_width:
         import cv2
 
         height = round(overview.shape[0] * overview_width / overview.shape[1])
         overview = cv2.resize(overview, (overview_width, height), interpolation=cv2.INTER_AREA)
-    _write_png(out / "overview.png", overview)
+    viz.save_png(out / "overview.png", overview)
     return predictions
 
 
@@ -190,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("efficientnet_lite0_cam"),
                         help="output folder for the PNGs")
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
-    parser.add_argument("--overview-width", type=int, default=504,
+    parser.add_argument("--overview-width", type=int, default=480,
                         help="shrink overview.png to this width in pixels (0: full size)")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
