@@ -3,7 +3,10 @@
 ``em_kernel`` is written once, in plain tensor operations, and serves both paths: run eagerly
 it does two batched matrix products per round (one for the E-step similarities, one for the
 M-step sums) plus one pass for the pixel norms; traced by ``torch.compile`` the norm pass and
-the element-wise work fuse into the surrounding kernels.
+the element-wise work fuse into the surrounding kernels (the products stay library calls,
+which run at memory bandwidth). Without the details (centroids, mixing) the M-step of the
+last round is skipped: ``T`` rounds read the features ``2T`` times (``2T - 1`` products and
+one norm pass).
 """
 
 from __future__ import annotations
@@ -62,18 +65,19 @@ def em_kernel(
     """
     num_pixels = pixels.shape[2]
     pixels_t = pixels.transpose(1, 2)  # (B, N, C), a view for the M-step product
-    inv_pixel_norm = _inverse_norm(pixels, dim=1).squeeze(1)  # (B, N)
+    inv_pixel_norm = _inverse_norm(pixels, dim=1)  # (B, 1, N)
     centroids = torch.stack((mu_fg, mu_bg), dim=1)  # (B, 2, C)
-    directions = centroids  # any positive multiple of the centroids
+    # Any positive multiple of a centroid gives the same cosines: use the raw M-step sums.
+    # An empty cluster's sum is 0 (cosine 0), and its mixing weight 0 already rules it out.
+    directions = centroids
     mixing = torch.sigmoid(torch.stack((log_ratio, -log_ratio), dim=1))
     rounds = iterations + 1 if refresh else iterations
-    z_fg = z_bg = inv_pixel_norm
+    z_fg = z_bg = inv_pixel_norm.squeeze(1)
     for step in range(rounds):
-        # E-step: softmax over two clusters = sigmoid of the logit difference.
-        unit = directions * _inverse_norm(directions, dim=2)
-        difference = (unit[:, 0] - unit[:, 1]).unsqueeze(1)  # (B, 1, C)
-        cosine_gap = torch.bmm(difference, pixels).squeeze(1) * inv_pixel_norm
-        logits = scale * cosine_gap + log_ratio.unsqueeze(1)
+        # E-step: a softmax over two clusters is the sigmoid of the logit difference.
+        dots = torch.bmm(directions, pixels) * inv_pixel_norm  # (B, 2, N)
+        cosines = dots * _inverse_norm(directions, dim=2)
+        logits = scale * (cosines[:, 0] - cosines[:, 1]) + log_ratio.unsqueeze(1)
         z_fg = torch.sigmoid(logits)
         z_bg = torch.sigmoid(-logits)
         if step == iterations or (step == iterations - 1 and not final_m_step):
@@ -82,11 +86,11 @@ def em_kernel(
         weights = torch.stack((z_fg, z_bg), dim=1)  # (B, 2, N)
         counts = weights.sum(dim=2)  # (B, 2)
         if normalized_means:
-            weights = weights * inv_pixel_norm.unsqueeze(1)
-        sums = torch.bmm(weights, pixels_t)  # (B, 2, C)
+            weights = weights * inv_pixel_norm
+        directions = torch.bmm(weights, pixels_t)  # (B, 2, C)
         occupied = (counts > 0).unsqueeze(2)
-        directions = torch.where(occupied, sums, directions)
-        centroids = torch.where(occupied, sums / counts.clamp_min(1e-30).unsqueeze(2), centroids)
+        means = directions / counts.clamp_min(1e-30).unsqueeze(2)
+        centroids = torch.where(occupied, means, centroids)
         mixing = counts / num_pixels
         log_ratio = torch.log(counts[:, 0]) - torch.log(counts[:, 1])
     return z_fg, z_bg, centroids, mixing
@@ -125,6 +129,14 @@ def _warn_fallback(reason: str) -> None:
         )
 
 
+def _is_compiling() -> bool:
+    """True while ``torch.compile`` traces the caller (then run the kernel inline)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return bool(compiler.is_compiling())
+    return bool(torch._dynamo.is_compiling())
+
+
 def _describe(error: BaseException) -> str:
     """``Type: first line`` of the innermost cause of ``error``."""
     while True:
@@ -153,7 +165,7 @@ def run_em(
     static = (iterations, final_m_step or refresh, normalized_means, refresh)
     args = (pixels, mu_fg, mu_bg, scale, log_ratio)
     eager = _make_static(*static)
-    if not compile or torch.compiler.is_compiling() or pixels.shape[0] == 0:
+    if not compile or _is_compiling() or pixels.shape[0] == 0:
         return eager(*args)
     key = (pixels.device.type, pixels.dtype, *static)
     if key in _FAILED:
@@ -167,9 +179,9 @@ def run_em(
         compiled = torch.compile(eager, backend=_BACKEND, dynamic=False, fullgraph=True)
         _COMPILED[key] = compiled
     # A new batch size must not recompile: let the batch dimension be symbolic.
-    for tensor in (pixels, mu_fg, mu_bg, log_ratio):
-        torch._dynamo.maybe_mark_dynamic(tensor, 0)
     try:
+        for tensor in (pixels, mu_fg, mu_bg, log_ratio):
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
         return compiled(*args)
     except Exception as error:  # compilation failed: remember and fall back, once warned
         _FAILED.add(key)

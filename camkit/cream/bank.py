@@ -39,9 +39,9 @@ def _sample_statistics(
     batch, channels, height, width = features.shape
     pixels = features.reshape(batch, channels, height * width).to(dtype)
     foreground = normalize_map(cam.to(dtype)).reshape(batch, height * width) > delta
-    masks = torch.stack((foreground, ~foreground), dim=2).to(dtype)  # (B, N, 2)
-    sums = torch.bmm(pixels, masks).transpose(1, 2)  # (B, 2, C)
-    counts = masks.sum(dim=1)  # (B, 2)
+    masks = torch.stack((foreground, ~foreground), dim=1).to(dtype)  # (B, 2, N)
+    sums = torch.bmm(masks, pixels.transpose(1, 2))  # (B, 2, C)
+    counts = masks.sum(dim=2)  # (B, 2)
     means = sums / counts.clamp_min(1.0).unsqueeze(2)
     valid = (counts > 0) & torch.isfinite(means).all(dim=2)
     means = torch.where(valid.unsqueeze(2), means, torch.zeros_like(means))

@@ -193,8 +193,8 @@ def cream_map(
     dtype = compute_dtype(features.dtype)
     num_pixels = height * width
     pixels = features.reshape(batch, channels, num_pixels).to(dtype)
-    mu_fg = fg.to(dtype).expand(batch, channels)
-    mu_bg = bg.to(dtype).expand(batch, channels)
+    mu_fg = fg.to(dtype).expand(batch, channels).contiguous()
+    mu_bg = bg.to(dtype).expand(batch, channels).contiguous()
     scale_t = torch.tensor(scale, dtype=dtype, device=features.device)
     log_ratio = torch.full(
         (batch,), _logit(mixing_init), dtype=dtype, device=features.device
