@@ -46,17 +46,19 @@ def reference_cream(features, fg, bg, cam=None, *, scale=8.0, iterations=2, delt
         pi = [mixing_init, 1.0 - mixing_init]
 
         def e_step(mu=mu, pi=pi, pixels=pixels):
+            # Both softmax entries are evaluated (z_bg = 1 - z_fg, without the cancellation
+            # of computing 1 - z_fg when z_fg rounds to 1).
             z = []
             for f in pixels:
                 logits = [scale * _cos(f, mu[k]) + _log(pi[k]) for k in range(2)]
                 top = max(logits)
                 e = [math.exp(v - top) for v in logits]
-                z.append(e[0] / (e[0] + e[1]))
+                z.append((e[0] / (e[0] + e[1]), e[1] / (e[0] + e[1])))
             return z
 
         def m_step(z, mu=mu, pi=pi, pixels=pixels):
             for k in range(2):
-                zk = [zj if k == 0 else 1.0 - zj for zj in z]
+                zk = [zj[k] for zj in z]
                 total = sum(zk)
                 if total > 0:
                     acc = torch.zeros(channels, dtype=torch.float64)
@@ -71,7 +73,7 @@ def reference_cream(features, fg, bg, cam=None, *, scale=8.0, iterations=2, delt
             m_step(z)
         if refresh_responsibilities:
             z = e_step()
-        z_bg = [1.0 - v for v in z]
+        z, z_bg = [v[0] for v in z], [v[1] for v in z]
         if cam is None:
             out = z
         else:
