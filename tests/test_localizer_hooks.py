@@ -6,7 +6,6 @@ import gc
 import weakref
 from collections import OrderedDict
 
-import _cream_standin
 import numpy as np
 import pytest
 import torch
@@ -15,16 +14,6 @@ from torch import nn
 
 import camkit
 from camkit import ThresholdedAvgPool, class_activation_map, percentile_threshold
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cream_module():
-    import sys
-
-    installed = _cream_standin.install()
-    yield
-    if installed:
-        sys.modules.pop("camkit.cream", None)
 
 
 def _cnn(num_classes: int = 3, width: int = 8) -> nn.Sequential:
