@@ -32,6 +32,11 @@ class ProgressBar:
         self.count = 0
         self._start = time.perf_counter()
         self._last_draw = 0.0
+        self.postfix = ""
+
+    def set_postfix(self, text: str) -> None:
+        """Text shown after the counts (e.g. the current loss)."""
+        self.postfix = text
 
     def update(self, steps: int = 1) -> None:
         """Advance by ``steps`` and redraw when due."""
@@ -48,7 +53,7 @@ class ProgressBar:
         rate = self.count / elapsed if elapsed > 0 else 0.0
         bar = "#" * filled + "-" * (self.width - filled)
         self.stream.write(f"\r{self.description} [{bar}] {self.count}/{self.total} "
-                          f"({rate:.0f}/s)")
+                          f"({rate:.1f}/s) {self.postfix}")
         self.stream.flush()
 
     def close(self) -> None:

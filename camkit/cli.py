@@ -12,10 +12,12 @@ __all__ = ["main"]
 def _build_parser() -> argparse.ArgumentParser:
     from camkit import __version__
     from camkit._eval_cli import add_eval_parser
+    from camkit.demo._cli import add_demo_parser
 
     parser = argparse.ArgumentParser(prog="camkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"camkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_demo_parser(subparsers)
     add_eval_parser(subparsers)
     return parser
 

@@ -1,0 +1,133 @@
+"""Training loop of the demo: image labels only, CREAM's embeddings learned on the way."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from camkit._progress import ProgressBar
+from camkit.cam import class_activation_map
+from camkit.cream import ContextEmbeddingBank
+from camkit.localizer import Localizer
+
+__all__ = ["TrainingLog", "render_split", "train"]
+
+
+@dataclass
+class TrainingLog:
+    """Per-epoch mean loss and training accuracy (percent), and the wall time in seconds."""
+
+    loss: list[float]
+    accuracy: list[float]
+    seconds: float
+
+
+def render_split(dataset: Sequence[dict[str, Tensor]], description: str,
+                 progress: bool | None) -> dict[str, Tensor]:
+    """Render every item once: ``uint8 (N, 3, S, S)`` images, labels, boxes and masks of the
+    whole object and of its class-specific part."""
+    bar = ProgressBar(len(dataset), description, enabled=progress)
+    images, labels, boxes, masks, part_boxes, part_masks = [], [], [], [], [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        images.append((item["image"] * 255).round().to(torch.uint8))
+        labels.append(item["label"])
+        boxes.append(item["box"])
+        masks.append(item["mask"])
+        part_boxes.append(item["part_box"])
+        part_masks.append(item["part_mask"])
+        bar.update()
+    bar.close()
+    return {"images": torch.stack(images), "labels": torch.stack(labels),
+            "boxes": torch.stack(boxes), "masks": torch.stack(masks),
+            "part_boxes": torch.stack(part_boxes), "part_masks": torch.stack(part_masks)}
+
+
+def _to_input(images: Tensor) -> Tensor:
+    """uint8 ``(B, 3, S, S)`` → float in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def train(
+    loc: Localizer,
+    model: nn.Module,
+    split: dict[str, Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    extra_banks: dict[float, ContextEmbeddingBank] | None = None,
+    progress: bool | None = None,
+    feature_module: nn.Module | None = None,
+    classifier_weight: Callable[[], Tensor] | None = None,
+) -> TrainingLog:
+    """Train ``model`` through its camkit handle ``loc`` (which updates CREAM's bank).
+
+    ``extra_banks`` (momentum → bank) learn from the same features and label-class CAMs as
+    the handle's own bank; they feed the momentum sensitivity study. They need
+    ``feature_module`` (the layer whose output the CAM is formed from) and
+    ``classifier_weight`` (returns the live classifier weight).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = split["images"], split["labels"]
+    count = images.shape[0]
+    steps_per_epoch = math.ceil(count / batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
+    captured: list[Tensor] = []
+    handle = None
+    if extra_banks:
+        if feature_module is None or classifier_weight is None:
+            raise ValueError("extra_banks need feature_module and classifier_weight")
+        handle = feature_module.register_forward_hook(
+            lambda _m, _i, out: captured.append(out.detach())
+        )
+    log = TrainingLog([], [], 0.0)
+    start = time.perf_counter()
+    bar = ProgressBar(epochs * steps_per_epoch, "train", enabled=progress)
+    try:
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(count, generator=generator)
+            total_loss, correct = 0.0, 0
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size:(step + 1) * batch_size]
+                x = _to_input(images[index])
+                flip = torch.rand(x.shape[0], generator=generator) < 0.5
+                x[flip] = x[flip].flip(-1)
+                y = labels[index]
+                captured.clear()
+                logits = loc(x, labels=y)
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if extra_banks and captured:
+                    with torch.no_grad():
+                        cam = class_activation_map(captured[-1], classifier_weight(), y)
+                        for bank in extra_banks.values():
+                            bank.update(captured[-1], cam, y)
+                total_loss += loss.item() * x.shape[0]
+                correct += int((logits.argmax(1) == y).sum())
+                bar.update()
+                bar.set_postfix(f"loss {loss.item():.3f}")
+            log.loss.append(total_loss / count)
+            log.accuracy.append(100.0 * correct / count)
+    finally:
+        if handle is not None:
+            handle.remove()
+        bar.close()
+    model.eval()
+    log.seconds = time.perf_counter() - start
+    return log
