@@ -17,6 +17,7 @@ from camkit.cam import (
     normalize_map,
     upsample_map,
 )
+from camkit.localizer import Localization, Localizer, attach
 from camkit.pooling import ThresholdedAvgPool, thresholded_avg_pool
 from camkit.threshold import PercentileThreshold, percentile_threshold
 
@@ -29,10 +30,13 @@ _LAZY_SUBMODULES = ("boxes", "metrics", "data", "viz", "cli")
 
 __all__ = [
     "ClassActivationMap",
+    "Localization",
+    "Localizer",
     "NegativeWeightClamp",
     "PercentileThreshold",
     "ThresholdedAvgPool",
     "__version__",
+    "attach",
     "class_activation_map",
     "normalize_map",
     "percentile_threshold",

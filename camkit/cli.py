@@ -11,10 +11,12 @@ __all__ = ["main"]
 
 def _build_parser() -> argparse.ArgumentParser:
     from camkit import __version__
+    from camkit._eval_cli import add_eval_parser
 
     parser = argparse.ArgumentParser(prog="camkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"camkit {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_eval_parser(subparsers)
     return parser
 
 
@@ -24,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    return int(args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

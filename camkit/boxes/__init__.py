@@ -1,0 +1,120 @@
+"""Boxes from score maps and box IoU, in the convention of the WSOL evaluation protocol.
+
+Boxes are ``x0, y0, x1, y1`` integer pixel coordinates with inclusive areas
+``(x1 - x0 + 1) * (y1 - y0 + 1)``; sizes are ``(H, W)`` pairs as everywhere in camkit. Results
+are identical, bit for bit, to the protocol of Choe et al. (CVPR 2020): ``cv2.findContours`` on
+every thresholded map, bounding rectangles, clamping and IoU as in its reference code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from camkit._validation import check_size
+from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
+from camkit.boxes._levels import box_iou_matrix, level_boxes, quantize, threshold_levels
+
+__all__ = ["box_iou", "boxes_from_scoremap", "resize_boxes", "threshold_grid"]
+
+
+def threshold_grid(interval: float = 0.01) -> np.ndarray:
+    """The protocol's score-map threshold grid ``numpy.arange(0, 1, interval)`` (1 excluded).
+
+    ``interval=0.01`` gives the 100 thresholds of the published protocol; training code often
+    uses ``0.001``.
+    """
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise TypeError(f"interval must be a float, got {type(interval).__name__}")
+    if not (np.isfinite(interval) and 0.0 < interval <= 1.0):
+        raise ValueError(f"interval must be in (0, 1], got {interval}")
+    return np.arange(0, 1, interval)
+
+
+def box_iou(boxes_a: object, boxes_b: object) -> np.ndarray | torch.Tensor:
+    """Pairwise IoU in the protocol's convention.
+
+    Areas are inclusive (``+1``), the intersection is clamped at 0 and a non-positive
+    denominator gives IoU 0; two ``(0, 0, 0, 0)`` boxes have IoU 1.
+
+    Args:
+        boxes_a (ndarray or Tensor[N, 4]): integer ``x0, y0, x1, y1`` with ``x0 <= x1``,
+            ``y0 <= y1``.
+        boxes_b (ndarray or Tensor[M, 4]): same convention.
+
+    Returns:
+        ``(N, M)`` float64 IoU: a tensor (on ``boxes_a``'s device) when ``boxes_a`` is a
+        tensor, else a NumPy array.
+    """
+    iou = box_iou_matrix(as_boxes(boxes_a, "boxes_a"), as_boxes(boxes_b, "boxes_b"))
+    if isinstance(boxes_a, torch.Tensor):
+        return torch.from_numpy(iou).to(boxes_a.device)
+    return iou
+
+
+def _boxes_one_map(scoremap: np.ndarray, grid: np.ndarray, multi_contour: bool) -> list:
+    q = quantize(scoremap)
+    level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour)
+    blocks = [level.block(index) for index in range(level.starts.size)]
+    return [blocks[index].copy() for index in level.set_of_threshold.tolist()]
+
+
+def boxes_from_scoremap(
+    scoremap: np.ndarray | torch.Tensor,
+    thresholds: Sequence[float] | np.ndarray,
+    *,
+    multi_contour: bool = True,
+) -> list:
+    """Boxes of a score map at each threshold, by the protocol's contour procedure.
+
+    The map is quantized to ``q = uint8(map * 255)`` (truncation, computed in float64); at
+    threshold ``t`` the kept pixels are ``q > int(t * max(q))``; each 8-connected outer contour
+    and each hole contour of the kept region gives the box ``(x, y, x + w, y + h)`` of its
+    bounding rectangle, with ``x1`` clamped to ``W - 1`` and ``y1`` to ``H - 1``. Nothing kept
+    gives the single box ``(0, 0, 0, 0)``. With ``multi_contour=False`` only the contour of
+    largest polygon area (``cv2.contourArea``) is kept.
+
+    Args:
+        scoremap (ndarray or Tensor[H, W] or [B, H, W]): float16/32/64, finite, in [0, 1].
+        thresholds: 1-D strictly increasing values in [0, 1], e.g. ``threshold_grid(0.01)``.
+        multi_contour: all contours (MaxBoxAccV2) or the largest one (MaxBoxAcc).
+
+    Returns:
+        For an ``(H, W)`` map, a list with one ``(n_t, 4)`` int64 array per threshold, boxes
+        in ``cv2.findContours``' order; for ``(B, H, W)``, a list of ``B`` such lists.
+    """
+    maps = as_float64_maps(scoremap, "scoremap", ndim=(2, 3))
+    grid = as_thresholds(thresholds, "thresholds")
+    if maps.ndim == 2:
+        return _boxes_one_map(maps, grid, bool(multi_contour))
+    return [_boxes_one_map(single, grid, bool(multi_contour)) for single in maps]
+
+
+def resize_boxes(
+    boxes: object, from_size: tuple[int, int], to_size: tuple[int, int]
+) -> np.ndarray | torch.Tensor:
+    """Rescale boxes between image sizes with the protocol's truncation.
+
+    Each coordinate becomes ``int(x * new_w / w)`` (x-coordinates) or ``int(y * new_h / h)``
+    (y-coordinates), computed in float64 left to right and truncated toward zero.
+
+    Args:
+        boxes (ndarray or Tensor[N, 4]): integer ``x0, y0, x1, y1``.
+        from_size: ``(H, W)`` of the image the boxes refer to (note: the protocol's
+            ``image_sizes.txt`` stores ``width,height``).
+        to_size: ``(H, W)`` of the target image, ``(224, 224)`` in the protocol.
+
+    Returns:
+        ``(N, 4)`` int64 boxes, a tensor when ``boxes`` is a tensor.
+    """
+    array = as_boxes(boxes, "boxes")
+    old_h, old_w = check_size(from_size, "from_size")
+    new_h, new_w = check_size(to_size, "to_size")
+    scale = np.array([new_w, new_h, new_w, new_h], dtype=np.float64)
+    old = np.array([old_w, old_h, old_w, old_h], dtype=np.float64)
+    resized = np.trunc(array.astype(np.float64) * scale / old).astype(np.int64)
+    if isinstance(boxes, torch.Tensor):
+        return torch.from_numpy(resized).to(boxes.device)
+    return resized

@@ -1,0 +1,163 @@
+"""Boxes of every level set of a quantized score map, computed once per distinct pixel set.
+
+The protocol thresholds ``q = uint8(map * 255)`` at ``q > int(t * max(q))`` for each ``t`` of a
+grid and runs ``cv2.findContours`` on every binary image. Two facts make that cheaper while
+keeping every box identical:
+
+* the kept set ``{q > L}`` equals ``{q >= v}`` with ``v`` the smallest *present* value above
+  ``L``: thresholds mapping to the same ``v`` share one contour search (at most 255 of them,
+  whatever the grid);
+* ``findContours`` on the bounding crop of the kept pixels returns the contours of the full
+  image shifted by the crop origin (the function pads the image with background), so each
+  search scans only the crop.
+
+Boxes then follow the protocol: ``(x, y, x + w, y + h)`` of each contour's bounding rectangle,
+``x1`` clamped to ``W - 1`` and ``y1`` to ``H - 1``; ``(0, 0, 0, 0)`` when nothing is kept; in
+single-contour mode the contour of largest ``cv2.contourArea`` (first one on ties, as
+``max`` over the contour list).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EMPTY_KEY = 256  # "no pixel kept": larger than every uint8 value
+_VECTORIZE_ABOVE = 12  # contour count above which bounding rectangles are computed in bulk
+
+
+@dataclass(frozen=True)
+class LevelBoxes:
+    """Boxes of the distinct kept sets of one map.
+
+    Attributes:
+        boxes: ``(N, 4)`` int64 ``x0, y0, x1, y1``, the boxes of every distinct set, in blocks.
+        starts: ``(S,)`` first row of each block (each block holds at least one box).
+        set_of_threshold: ``(T,)`` block index of each threshold.
+    """
+
+    boxes: np.ndarray
+    starts: np.ndarray
+    set_of_threshold: np.ndarray
+
+    def block(self, index: int) -> np.ndarray:
+        stop = self.starts[index + 1] if index + 1 < self.starts.size else self.boxes.shape[0]
+        return self.boxes[self.starts[index]:stop]
+
+
+def quantize(scoremap: np.ndarray) -> np.ndarray:
+    """``uint8(map * 255)`` with truncation, for a float64 map in [0, 1]."""
+    return (scoremap * 255).astype(np.uint8)
+
+
+def threshold_levels(thresholds: np.ndarray, max_value: int) -> np.ndarray:
+    """``int(t * max_value)`` for each threshold (same float64 product as the protocol)."""
+    return np.floor(thresholds * float(max_value)).astype(np.int64)
+
+
+def _first_at_least(prefix_max: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of the first entry of a non-decreasing array that is >= each value."""
+    return np.searchsorted(prefix_max, values, side="left")
+
+
+def _crop_bounds(q: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Inclusive row/column bounds of ``{q >= v}`` for every ``v`` in ``keys`` (all present)."""
+    height, width = q.shape
+    row_max, col_max = q.max(axis=1), q.max(axis=0)
+    top = _first_at_least(np.maximum.accumulate(row_max), keys)
+    bottom = height - 1 - _first_at_least(np.maximum.accumulate(row_max[::-1]), keys)
+    left = _first_at_least(np.maximum.accumulate(col_max), keys)
+    right = width - 1 - _first_at_least(np.maximum.accumulate(col_max[::-1]), keys)
+    return top, bottom, left, right
+
+
+def _bounding_rects(contours: list[np.ndarray] | tuple[np.ndarray, ...]) -> list:
+    """``cv2.boundingRect`` of each contour, as ``(x, y, w, h)`` rows."""
+    import cv2
+
+    if len(contours) <= _VECTORIZE_ABOVE:
+        return [cv2.boundingRect(contour) for contour in contours]
+    points = np.concatenate(contours).reshape(-1, 2)
+    sizes = np.fromiter((len(contour) for contour in contours), np.int64, len(contours))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    low = np.minimum.reduceat(points, starts, axis=0)
+    high = np.maximum.reduceat(points, starts, axis=0)
+    return np.column_stack([low, high - low + 1]).tolist()
+
+
+def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool) -> LevelBoxes:
+    """Boxes of ``{q > L}`` for each ``L`` in ``levels`` (the protocol's contour procedure).
+
+    Args:
+        q: ``(H, W)`` uint8 quantized map, C-contiguous.
+        levels: ``(T,)`` int64 levels ``int(t * max(q))``.
+        multi_contour: every contour (outer and hole) or the single largest one.
+    """
+    import cv2
+
+    height, width = q.shape
+    hist = cv2.calcHist([q], [0], None, [256], [0, 256]).ravel()
+    present = np.flatnonzero(hist)
+    position = np.searchsorted(present, levels, side="right")
+    keys = np.where(position < present.size,
+                    present[np.minimum(position, present.size - 1)], _EMPTY_KEY)
+    unique_keys, set_of_threshold = np.unique(keys, return_inverse=True)
+    kept = unique_keys[unique_keys != _EMPTY_KEY]
+    top, bottom, left, right = _crop_bounds(q, kept)
+
+    rects: list = []
+    origins: list[tuple[int, int]] = []
+    counts: list[int] = []
+    bounds = np.stack([top, bottom + 1, left, right + 1], axis=1).tolist()
+    find_contours, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
+    for value, (y0, y1, x0, x1) in zip(kept.tolist(), bounds, strict=True):
+        binary = (q[y0:y1, x0:x1] >= value).view(np.uint8)
+        contours = find_contours(binary, tree, simple)[0]
+        if not multi_contour and len(contours) > 1:
+            contours = [max(contours, key=cv2.contourArea)]
+        block = _bounding_rects(contours)
+        rects.extend(block)
+        origins.append((x0, y0))
+        counts.append(len(block))
+
+    if kept.size:
+        xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
+        shift = np.repeat(np.asarray(origins, dtype=np.int64), counts, axis=0)
+        x_min, y_min = xywh[:, 0] + shift[:, 0], xywh[:, 1] + shift[:, 1]
+        boxes = np.column_stack([
+            x_min, y_min,
+            np.minimum(x_min + xywh[:, 2], width - 1),
+            np.minimum(y_min + xywh[:, 3], height - 1),
+        ])
+    else:
+        boxes = np.zeros((0, 4), dtype=np.int64)
+    sizes = np.asarray(counts, dtype=np.int64)
+    if kept.size < unique_keys.size:  # the empty set sorts last: one (0, 0, 0, 0) box
+        boxes = np.concatenate([boxes, np.zeros((1, 4), dtype=np.int64)])
+        sizes = np.append(sizes, 1)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    return LevelBoxes(boxes=boxes, starts=starts, set_of_threshold=set_of_threshold.ravel())
+
+
+def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """``(N, M)`` float64 IoU of int64 boxes, inclusive ``+1`` areas (the protocol's formula)."""
+    a = boxes_a[:, None, :]
+    b = boxes_b[None, :, :]
+    inter_w = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    inter_h = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    intersection = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    denominator = area_a + area_b - intersection
+    degenerate = denominator <= 0
+    iou = intersection / np.where(degenerate, 1, denominator)
+    iou[degenerate] = 0.0
+    return iou
+
+
+def best_iou_per_threshold(level: LevelBoxes, gt_boxes: np.ndarray) -> np.ndarray:
+    """``(T,)`` best IoU over the boxes of each threshold and all ``gt_boxes``."""
+    per_box = box_iou_matrix(level.boxes, gt_boxes).max(axis=1)
+    per_set = np.maximum.reduceat(per_box, level.starts)
+    return per_set[level.set_of_threshold]

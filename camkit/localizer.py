@@ -1,0 +1,444 @@
+"""``camkit.attach(model)``: CAM, RCAM and CREAM on an existing CNN classifier.
+
+``attach`` finds the model's last feature map and its classifier (see ``camkit._discovery``),
+registers one forward hook on the feature layer, and returns a ``Localizer``: call it like the
+model while training (with ``labels=`` it also updates CREAM's context embeddings), and call
+``localize`` for logits, maps and boxes in one batched pass. ``detach()`` (or leaving a ``with``
+block, also on an exception) removes the hook and undoes any pooling swap.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from camkit._discovery import (
+    LogitsSelector,
+    apply_head,
+    discover,
+    select_logits,
+    unwrap_model,
+)
+from camkit._validation import (
+    INDEX_DTYPES,
+    check_finite_number,
+    check_positive_int,
+    check_tensor,
+)
+from camkit.cam import class_activation_map, normalize_map, upsample_map
+from camkit.pooling import ThresholdedAvgPool
+from camkit.threshold import percentile_threshold
+
+__all__ = ["Localization", "Localizer", "attach"]
+
+_METHODS = ("cam", "rcam", "cream")
+_RULES = ("max", "pas")
+
+
+class Localization(NamedTuple):
+    """Result of ``Localizer.localize`` for a batch of ``B`` images of size ``H x W``.
+
+    Attributes:
+        logits (Tensor[B, K]): the model's logits (eval mode).
+        classes (Tensor[B]): the class localized in each image.
+        maps (Tensor[B, h, w]): raw maps at feature resolution (CAM, or CREAM's map).
+        scoremaps (Tensor[B, H, W]): maps upsampled (bicubic) to the input size, min-max
+            normalized to [0, 1].
+        boxes (list[numpy.ndarray]): per image, one ``(4,)`` int box ``(x0, y0, x1, y1)``
+            (inclusive pixel corners), or ``(n, 4)`` with ``multi_contour=True``; ``None``
+            entries when boxes were not requested.
+        thresholds (Tensor[B]): the box threshold used per image, as a fraction of the map's
+            maximum.
+    """
+
+    logits: Tensor
+    classes: Tensor
+    maps: Tensor
+    scoremaps: Tensor
+    boxes: list[np.ndarray | None]
+    thresholds: Tensor
+
+
+class _Capture:
+    """Where the feature hook leaves its output; active only inside a ``Localizer`` call."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.store: dict[torch.device, Tensor] = {}
+        self.lock = threading.Lock()
+
+    def hook(self, module: nn.Module, args: tuple, output: object) -> None:
+        if self.active and isinstance(output, Tensor):
+            self.store[output.device] = output  # last call wins; one entry per replica device
+
+
+def _release(handles: list[Any], swaps: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    """Remove hooks and put swapped modules back (idempotent; also run by the finalizer)."""
+    while handles:
+        handles.pop().remove()
+    while swaps:
+        parent, child, original = swaps.pop()
+        setattr(parent, child, original)
+
+
+@contextmanager
+def _eval_mode(modules: Iterator[nn.Module] | list[nn.Module]) -> Iterator[None]:
+    """Put modules in eval mode, restoring each one's own ``training`` flag afterwards."""
+    saved = [(m, m.training) for m in modules]
+    try:
+        for module, _ in saved:
+            module.training = False
+        yield
+    finally:
+        for module, mode in saved:
+            module.training = mode
+
+
+def _boxes_from_scoremap(scoremap: np.ndarray, threshold: float,
+                         multi_contour: bool) -> np.ndarray:
+    """Boxes of ``scoremap (H, W)`` at ``threshold`` (fraction of the max) via ``camkit.boxes``."""
+    try:
+        from camkit.boxes import boxes_from_scoremap
+    except ImportError:
+        boxes_from_scoremap = _contour_boxes
+    boxes = np.asarray(boxes_from_scoremap(scoremap, [threshold], multi_contour=multi_contour)[0])
+    return boxes if multi_contour else boxes.reshape(-1, 4)[0]
+
+
+def _contour_boxes(scoremap: np.ndarray, thresholds: list[float], *,
+                   multi_contour: bool = True) -> list[np.ndarray]:
+    """Reference-protocol boxes (ALGORITHMS.md §4) for when ``camkit.boxes`` is absent."""
+    import cv2
+
+    height, width = scoremap.shape
+    quantized = (scoremap * 255).astype(np.uint8)
+    result = []
+    for threshold in thresholds:
+        mask = (quantized > int(threshold * quantized.max())).astype(np.uint8)
+        contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        if not contours:
+            result.append(np.zeros((1, 4), dtype=np.int64))
+            continue
+        if not multi_contour:
+            contours = [max(contours, key=cv2.contourArea)]
+        rows = []
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            rows.append((x, y, min(x + w, width - 1), min(y + h, height - 1)))
+        result.append(np.asarray(rows, dtype=np.int64))
+    return result
+
+
+class Localizer(nn.Module):
+    """CAM / RCAM / CREAM attached to a classifier by forward hooks. Built by ``attach``.
+
+    The wrapped model is the child ``model``; CREAM's ``ContextEmbeddingBank`` is the child
+    ``bank`` (``method="cream"`` only), so ``state_dict()`` holds both and loads onto a handle
+    attached to a freshly built model of the same architecture.
+
+    Call ``localizer(x, labels=y)`` in place of ``model(x)`` while training: it returns the
+    model's own output untouched and, for CREAM, updates the bank from the captured features
+    (no gradient, model outputs and gradients unchanged). ``localize(x)`` gives logits, maps
+    and boxes.
+    """
+
+    def __init__(self, model: nn.Module, *, method: str, feature_layer: nn.Module | str | None,
+                 classifier: nn.Module | str | None, num_classes: int | None,
+                 tap: float | None, clamp_negative: bool | None, logits: LogitsSelector,
+                 example_input: Tensor | None, threshold: str | float | None, q: float,
+                 theta: float | None, momentum: float, delta: float, scale: float,
+                 iterations: int) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        self.model = model
+        self.method = method
+        self.clamp_negative = (method == "rcam") if clamp_negative is None else bool(
+            clamp_negative)
+        self.threshold = _check_rule(("pas" if method == "rcam" else "max")
+                                     if threshold is None else threshold)
+        self.q = check_finite_number(q, "q", low=0.0, high=100.0)
+        self.theta = None if theta is None else check_finite_number(theta, "theta", low=0.0)
+        self.scale = check_finite_number(scale, "scale", low=0.0, low_inclusive=False)
+        self.iterations = check_positive_int(iterations, "iterations", allow_zero=True)
+        self.logits_selector = logits
+        core = unwrap_model(model)
+        found = discover(core, feature_layer=feature_layer, classifier=classifier,
+                         num_classes=num_classes, logits=logits, example_input=example_input)
+        self.feature_name, self.classifier_name = found.feature_name, found.classifier_name
+        self.pool_name, self.pooling = found.pool_name, found.pooling
+        self.num_classes, self.channels = found.num_classes, found.embed_channels
+        # Held outside the module registry: they belong to (and move with) ``model``.
+        object.__setattr__(self, "_classifier", found.classifier)
+        object.__setattr__(self, "_head", found.head)
+        self.bank: nn.Module | None = None
+        if method == "cream":
+            from camkit.cream import ContextEmbeddingBank
+
+            self.bank = ContextEmbeddingBank(found.num_classes, found.embed_channels,
+                                             momentum=momentum, delta=delta)
+            param = next(iter(core.parameters()), None)
+            if param is not None:
+                self.bank.to(param.device)
+        self._capture = _Capture()
+        handles: list[Any] = []
+        swaps: list[tuple[nn.Module, str, nn.Module]] = []
+        self._finalizer = weakref.finalize(self, _release, handles, swaps)
+        if tap is not None:
+            self._swap_pooling(core, check_finite_number(tap, "tap", low=0.0, high=1.0), swaps)
+        handles.append(found.feature_layer.register_forward_hook(self._capture.hook))
+
+    # ------------------------------------------------------------------ lifecycle
+    def _swap_pooling(self, core: nn.Module, theta: float, swaps: list) -> None:
+        if self.pool_name is None:
+            raise ValueError(f"tap= needs a global pooling module fed by {self.feature_name!r}, "
+                             "but the model pools with a function (e.g. F.adaptive_avg_pool2d);"
+                             " replace it by an nn.AdaptiveAvgPool2d(1) module to use tap=")
+        parent_name, _, child = self.pool_name.rpartition(".")
+        parent = core.get_submodule(parent_name) if parent_name else core
+        original = getattr(parent, child)
+        if not isinstance(original, (nn.AdaptiveAvgPool2d, ThresholdedAvgPool)):
+            raise ValueError(f"tap= replaces an average pooling, but {self.pool_name!r} is "
+                             f"{type(original).__name__}")
+        setattr(parent, child, ThresholdedAvgPool(theta))
+        swaps.append((parent, child, original))
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hook is still installed (``detach`` not yet called)."""
+        return self._finalizer.alive
+
+    def detach(self) -> nn.Module:
+        """Remove the hook, restore a swapped pooling module and return the model."""
+        self._finalizer()
+        self._capture.store.clear()
+        return self.model
+
+    def __enter__(self) -> Localizer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.detach()
+
+    def _check_attached(self) -> None:
+        if not self.attached:
+            raise RuntimeError("this Localizer was detached; call camkit.attach(model) again")
+
+    # ------------------------------------------------------------------ running
+    def _run(self, x: Tensor) -> tuple[object, Tensor]:
+        """Call the model, returning its output and the captured ``(B, C, h, w)`` features."""
+        self._check_attached()
+        capture = self._capture
+        with capture.lock:
+            capture.store.clear()
+            capture.active = True
+            try:
+                output = self.model(x)
+            finally:
+                capture.active = False
+                store = dict(capture.store)
+                capture.store.clear()
+        if not store:
+            raise RuntimeError(f"the feature layer {self.feature_name!r} did not run during the "
+                               "forward pass")
+        return output, self._gather(store)
+
+    def _gather(self, store: dict[torch.device, Tensor]) -> Tensor:
+        if len(store) == 1:
+            return next(iter(store.values()))
+        wrapper = self.model  # DataParallel: replicas in device_ids order, to output_device
+        while not isinstance(wrapper, nn.DataParallel) and hasattr(wrapper, "_orig_mod"):
+            wrapper = wrapper._orig_mod
+        order = [torch.device("cuda", i) for i in getattr(wrapper, "device_ids", [])]
+        order = [d for d in order if d in store] or list(store)
+        target = torch.device("cuda", wrapper.output_device) if isinstance(
+            wrapper, nn.DataParallel) else order[0]
+        return torch.cat([store[d].to(target) for d in order])
+
+    def _embed(self, features: Tensor) -> Tensor:
+        with _eval_mode([m for m, _ in self._head]):
+            return apply_head(features, self._head)
+
+    def _cam(self, features: Tensor, classes: Tensor, clamp_negative: bool) -> Tensor:
+        weight = self._classifier.weight.detach().to(features.device)
+        return class_activation_map(features, weight, classes, clamp_negative=clamp_negative)
+
+    def _bank_on(self, device: torch.device) -> nn.Module:
+        assert self.bank is not None
+        if self.bank.fg.device != device:
+            self.bank.to(device)
+        return self.bank
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Any:
+        """Run the model; with ``labels (Tensor[B])`` and ``method="cream"``, update the bank.
+
+        Returns the model's output unchanged (tensor, tuple or mapping).
+        """
+        output, features = self._run(x)
+        if labels is not None and self.bank is not None:
+            with torch.no_grad():
+                embedded = self._embed(features.detach())
+                labels = _check_labels(labels, embedded, self.num_classes)
+                cam = self._cam(embedded, labels, self.clamp_negative)
+                self._bank_on(embedded.device).update(embedded, cam, labels)
+        return output
+
+    def localize(self, x: Tensor, classes: Tensor | int | None = None, *,
+                 labels: Tensor | None = None, method: str | None = None,
+                 threshold: str | float | None = None, boxes: bool = True,
+                 multi_contour: bool = False) -> Localization:
+        """Logits, maps, score maps and boxes for a batch, in eval mode and without gradients.
+
+        Args:
+            x (Tensor[B, C_in, H, W]): input batch, on the model's device.
+            classes (Tensor[B] or int, optional): classes to localize. Default: ``labels``
+                when given (ground truth), else the top-1 predicted class.
+            labels (Tensor[B], optional): ground-truth classes (GT-known localization).
+            method: use another method than the handle's for this call: ``"cam"``,
+                ``"rcam"`` (clamped weights, PaS boxes) or ``"cream"`` (needs a handle
+                attached with ``method="cream"``, which owns the bank).
+            threshold: box rule: ``"max"`` (``theta * max``, theta 0.2), ``"pas"``
+                (``theta * percentile_q``, q 90, theta 0.35) or a fixed fraction in [0, 1].
+                Default: ``"pas"`` for ``method="rcam"``, else ``"max"``.
+            boxes: extract boxes (the only step that copies to the CPU: the score maps).
+            multi_contour: one box per contour (``(n, 4)``) instead of the largest one.
+
+        The model's and its submodules' ``training`` flags are restored afterwards.
+        """
+        check_tensor(x, "x", ndim=4, shape_doc="(B, C_in, H, W)")
+        clamp, rule = self.clamp_negative, self.threshold
+        if method is not None and method != self.method:
+            if method not in _METHODS:
+                raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+            if method == "cream" and self.bank is None:
+                raise ValueError("method='cream' needs the context embeddings of a handle "
+                                 "attached with method='cream'")
+            clamp, rule = method == "rcam", "pas" if method == "rcam" else "max"
+        rule = rule if threshold is None else _check_rule(threshold)
+        use_cream = (method or self.method) == "cream"
+        with torch.no_grad(), _eval_mode(list(self.model.modules())):
+            output, features = self._run(x)
+            logits = select_logits(output, self.logits_selector)
+            embedded = self._embed(features)
+            chosen = classes if classes is not None else labels
+            if chosen is None:
+                chosen = logits.argmax(dim=1)
+            chosen = _check_labels(chosen, embedded, self.num_classes)
+            cam = self._cam(embedded, chosen, clamp)
+            maps = self._cream(embedded, cam, chosen) if use_cream else cam
+            scoremaps = normalize_map(upsample_map(maps, tuple(x.shape[-2:])))
+            thresholds = self._thresholds(scoremaps, rule)
+        found: list[np.ndarray | None] = [None] * x.shape[0]
+        if boxes and x.shape[0]:
+            host = scoremaps.float().cpu().numpy()
+            found = [_boxes_from_scoremap(host[i], float(t), multi_contour)
+                     for i, t in enumerate(thresholds.tolist())]
+        return Localization(logits, chosen, maps, scoremaps, found, thresholds)
+
+    def _cream(self, embedded: Tensor, cam: Tensor, classes: Tensor) -> Tensor:
+        from camkit.cream import cream_map
+
+        bank = self._bank_on(embedded.device)
+        unseen = sorted(set(classes[bank.seen[classes] == 0].tolist()))
+        if unseen:
+            warnings.warn(f"CREAM context embeddings of classes {unseen} were never updated "
+                          "(no training forward with those labels); their maps use random "
+                          "initial embeddings", UserWarning, stacklevel=3)
+        return cream_map(embedded, bank.fg[classes], bank.bg[classes], cam=cam,
+                         scale=self.scale, iterations=self.iterations)
+
+    def _thresholds(self, scoremaps: Tensor, rule: str | float) -> Tensor:
+        batch = scoremaps.shape[0]
+        if not isinstance(rule, str):
+            return scoremaps.new_full((batch,), rule, dtype=torch.float32)
+        if rule == "max":
+            theta = 0.2 if self.theta is None else self.theta
+            return scoremaps.new_full((batch,), theta, dtype=torch.float32)
+        if batch == 0:
+            return scoremaps.new_zeros((0,), dtype=torch.float32)
+        theta = 0.35 if self.theta is None else self.theta
+        tau = percentile_threshold(scoremaps.float(), self.q, theta)
+        peak = scoremaps.float().flatten(1).amax(dim=1)
+        # Boxes use fractions of the map's maximum (1 after normalization; 0 for flat maps).
+        return torch.where(peak > 0, tau / peak.clamp_min(1e-12), tau).clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        state = "" if self.attached else ", detached"
+        return (f"method={self.method!r}, feature_layer={self.feature_name!r}, "
+                f"classifier={self.classifier_name!r}, num_classes={self.num_classes}, "
+                f"clamp_negative={self.clamp_negative}, threshold={self.threshold!r}{state}")
+
+
+def _check_rule(rule: object) -> str | float:
+    if isinstance(rule, str):
+        if rule not in _RULES:
+            raise ValueError(f"threshold must be 'max', 'pas' or a number in [0, 1], got {rule!r}")
+        return rule
+    return check_finite_number(rule, "threshold", low=0.0, high=1.0)
+
+
+def _check_labels(labels: Tensor | int, ref: Tensor, num_classes: int) -> Tensor:
+    batch = ref.shape[0]
+    if isinstance(labels, int) and not isinstance(labels, bool):
+        labels = torch.full((batch,), labels, dtype=torch.long, device=ref.device)
+    check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
+    labels = labels.to(ref.device).long().expand(batch) if labels.dim() == 0 else labels
+    if labels.shape[0] != batch:
+        raise ValueError(f"labels must hold one class per image (B={batch}), got "
+                         f"{labels.shape[0]}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return labels.to(ref.device).long()
+
+
+def attach(model: nn.Module, *, method: str = "cream",
+           feature_layer: nn.Module | str | None = None,
+           classifier: nn.Module | str | None = None, num_classes: int | None = None,
+           tap: float | None = None, clamp_negative: bool | None = None,
+           logits: LogitsSelector = None, example_input: Tensor | None = None,
+           threshold: str | float | None = None, q: float = 90.0, theta: float | None = None,
+           momentum: float = 0.8, delta: float = 0.2, scale: float = 8.0,
+           iterations: int = 2) -> Localizer:
+    """Attach CAM (``"cam"``), RCAM (``"rcam"``) or CREAM (``"cream"``) to a CNN classifier.
+
+    ``loc = camkit.attach(model)`` then ``loc.localize(images)``. Discovery runs one forward
+    on ``example_input`` (default: a random ``1 x C_in x 224 x 224`` batch on the model's
+    device) with temporary hooks, in eval mode, restoring every ``training`` flag.
+
+    Args:
+        model: the classifier, possibly wrapped in ``DataParallel``,
+            ``DistributedDataParallel`` or ``torch.compile``; its forward may return a
+            tensor, a tuple or a mapping.
+        method: ``"cam"``; ``"rcam"`` (negative weight clamping + percentile boxes, with TAP
+            when trained with ``tap=``); ``"cream"`` (context embeddings + EM re-activation).
+        feature_layer, classifier: override discovery with a module or a dotted name.
+        num_classes: expected number of logits (checked).
+        tap: swap the global average pooling for ``ThresholdedAvgPool(tap)`` until
+            ``detach()``.
+        clamp_negative: negative weight clamping for the maps (default: ``method == "rcam"``).
+        logits: picks the logits from the output: a key/attribute name, an index or a callable.
+        example_input (Tensor[1, C_in, H, W]): input used for discovery.
+        threshold, q, theta: default box rule of ``localize`` (see there).
+        momentum, delta: CREAM bank update (λ and the foreground threshold).
+        scale, iterations: CREAM EM re-activation.
+
+    Returns:
+        Localizer: an ``nn.Module`` and context manager; ``detach()`` removes its hook.
+    """
+    return Localizer(model, method=method, feature_layer=feature_layer, classifier=classifier,
+                     num_classes=num_classes, tap=tap, clamp_negative=clamp_negative,
+                     logits=logits, example_input=example_input, threshold=threshold, q=q,
+                     theta=theta, momentum=momentum, delta=delta, scale=scale,
+                     iterations=iterations)
+

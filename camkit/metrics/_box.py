@@ -1,0 +1,176 @@
+"""MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020), accumulated over a split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from camkit.boxes import threshold_grid
+from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
+from camkit.boxes._levels import best_iou_per_threshold, level_boxes, quantize, threshold_levels
+from camkit.metrics._state import CountingState, as_image_list
+
+__all__ = ["BoxAccuracy", "BoxAccuracyResult", "box_accuracy"]
+
+
+def best_iou_at_thresholds(
+    scoremap: np.ndarray, grid: np.ndarray, gt_boxes: np.ndarray, multi_contour: bool
+) -> np.ndarray:
+    """``(T,)`` best IoU between the boxes of a float64 map at each threshold and ``gt_boxes``."""
+    q = quantize(scoremap)
+    level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour)
+    return best_iou_per_threshold(level, gt_boxes)
+
+
+def split_batch(scoremaps: object, gt_boxes: object) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Validate ``(B, H, W)`` maps (or one ``(H, W)`` map) and their per-image GT boxes."""
+    maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
+    if maps.ndim == 2:
+        maps, gt_boxes = maps[None], [gt_boxes]
+    items = as_image_list(gt_boxes, "gt_boxes", maps.shape[0])
+    boxes = [as_boxes(item, f"gt_boxes[{index}]") for index, item in enumerate(items)]
+    for index, item in enumerate(boxes):
+        if item.shape[0] == 0:
+            raise ValueError(f"gt_boxes[{index}] must hold at least one box, got none")
+    return maps, boxes
+
+
+@dataclass(frozen=True)
+class BoxAccuracyResult:
+    """Result of ``BoxAccuracy.compute()``; accuracies in percent.
+
+    Attributes:
+        max_box_acc: IoU threshold → best accuracy over the score-map thresholds.
+        best_threshold: IoU threshold → score-map threshold reaching it (first one on ties).
+        curves: IoU threshold → ``(T,)`` accuracy at every score-map threshold.
+        max_box_acc_v2: mean of ``max_box_acc`` over the IoU thresholds (MaxBoxAccV2 for
+            ``(0.3, 0.5, 0.7)`` and multi-contour boxes).
+        thresholds: ``(T,)`` score-map thresholds.
+        num_images: images accumulated.
+    """
+
+    max_box_acc: dict[float, float]
+    best_threshold: dict[float, float]
+    curves: dict[float, np.ndarray]
+    max_box_acc_v2: float
+    thresholds: np.ndarray
+    num_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (IoU thresholds become string keys)."""
+        return {
+            "max_box_acc": {str(k): v for k, v in self.max_box_acc.items()},
+            "best_threshold": {str(k): v for k, v in self.best_threshold.items()},
+            "max_box_acc_v2": self.max_box_acc_v2,
+            "curves": {str(k): v.tolist() for k, v in self.curves.items()},
+            "thresholds": self.thresholds.tolist(),
+            "num_images": self.num_images,
+        }
+
+
+class BoxAccuracy(CountingState):
+    """Box accuracy of score maps against GT boxes at every score-map threshold.
+
+    For each image and threshold ``t``, the boxes of the map (``camkit.boxes.
+    boxes_from_scoremap``) are compared with every GT box; the image counts as correct at ``t``
+    for IoU threshold ``d`` when the best IoU is ``>= d``. ``compute()`` reports, per ``d``, the
+    best accuracy over ``t`` — identical to the reference protocol's ``BoxEvaluator``.
+
+    ``BoxAccuracy()`` is MaxBoxAccV2; ``BoxAccuracy(multi_contour=False,
+    iou_thresholds=(0.5,))`` is MaxBoxAcc.
+
+    Args:
+        thresholds: score-map thresholds, strictly increasing in [0, 1]; default
+            ``threshold_grid(0.01)``.
+        iou_thresholds: IoU thresholds in [0, 1].
+        multi_contour: boxes of every contour, or only of the largest one.
+
+    State: ``correct`` ``(len(iou_thresholds), T)`` int64 counts and ``num_images``.
+    """
+
+    _metric_name = "BoxAccuracy"
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] | np.ndarray | None = None,
+        iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+        multi_contour: bool = True,
+    ) -> None:
+        grid = threshold_grid(0.01) if thresholds is None else thresholds
+        self.thresholds = as_thresholds(grid, "thresholds")
+        self.iou_thresholds = as_iou_thresholds(iou_thresholds)
+        self.multi_contour = bool(multi_contour)
+        super().__init__()
+
+    def _state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"correct": (len(self.iou_thresholds), self.thresholds.size)}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "thresholds": self.thresholds.tolist(),
+            "iou_thresholds": list(self.iou_thresholds),
+            "multi_contour": self.multi_contour,
+        }
+
+    def update(self, scoremaps: np.ndarray | torch.Tensor, gt_boxes: object) -> None:
+        """Accumulate a batch.
+
+        Args:
+            scoremaps (ndarray or Tensor[B, H, W]): float maps, finite, in [0, 1] (one
+                ``(H, W)`` map is also accepted, with ``gt_boxes`` its ``(n, 4)`` boxes).
+            gt_boxes: ``B`` integer arrays ``(n_i, 4)`` of ``x0, y0, x1, y1`` boxes in the
+                maps' pixel grid (``resize_boxes`` maps original-image boxes there).
+        """
+        maps, boxes = split_batch(scoremaps, gt_boxes)
+        levels = np.asarray(self.iou_thresholds)[:, None]
+        correct = self._state["correct"]
+        for scoremap, gt in zip(maps, boxes, strict=True):
+            best = best_iou_at_thresholds(scoremap, self.thresholds, gt, self.multi_contour)
+            correct += best[None, :] >= levels
+        self._state["num_images"] += maps.shape[0]
+
+    def compute(self) -> BoxAccuracyResult:
+        """Accuracies in percent; raises ``ValueError`` before any update."""
+        if self.num_images == 0:
+            raise ValueError("BoxAccuracy.compute() needs at least one update, got none")
+        curves = {
+            iou: counts.astype(np.float64) * 100.0 / float(self.num_images)
+            for iou, counts in zip(self.iou_thresholds, self._state["correct"], strict=True)
+        }
+        best_index = {iou: int(curve.argmax()) for iou, curve in curves.items()}
+        maxima = {iou: float(curve.max()) for iou, curve in curves.items()}
+        return BoxAccuracyResult(
+            max_box_acc=maxima,
+            best_threshold={iou: float(self.thresholds[i]) for iou, i in best_index.items()},
+            curves=curves,
+            max_box_acc_v2=float(np.average(np.asarray(list(maxima.values())))),
+            thresholds=self.thresholds.copy(),
+            num_images=self.num_images,
+        )
+
+
+def as_iou_thresholds(value: Sequence[float]) -> tuple[float, ...]:
+    """Check a non-empty sequence of IoU thresholds in [0, 1]."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,)
+    items = tuple(float(item) for item in value)
+    if not items or any(not (0.0 <= item <= 1.0) for item in items):
+        raise ValueError(f"iou_thresholds must be a non-empty sequence in [0, 1], got {value}")
+    return items
+
+
+def box_accuracy(
+    scoremaps: np.ndarray | torch.Tensor,
+    gt_boxes: object,
+    thresholds: Sequence[float] | np.ndarray | None = None,
+    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+    multi_contour: bool = True,
+) -> BoxAccuracyResult:
+    """Functional form of ``BoxAccuracy`` for one batch (same arguments and result)."""
+    metric = BoxAccuracy(thresholds, iou_thresholds, multi_contour)
+    metric.update(scoremaps, gt_boxes)
+    return metric.compute()

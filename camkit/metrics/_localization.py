@@ -1,0 +1,142 @@
+"""GT-known, top-1 and top-5 localization accuracy at one fixed box threshold per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from camkit._validation import check_finite_number
+from camkit.metrics._box import best_iou_at_thresholds, split_batch
+from camkit.metrics._state import CountingState
+from camkit.threshold import percentile_threshold
+
+__all__ = ["LocalizationAccuracy", "LocalizationResult"]
+
+_RULES = ("max", "pas")
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Result of ``LocalizationAccuracy.compute()``, in percent."""
+
+    gt_known: float
+    top1: float
+    top5: float
+    num_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gt_known": self.gt_known, "top1": self.top1, "top5": self.top5,
+                "num_images": self.num_images}
+
+
+class LocalizationAccuracy(CountingState):
+    """Localization accuracy at a fixed threshold: GT-known, top-1 and top-5.
+
+    The maps given to ``update`` are those of the ground-truth class. An image is
+    *GT-known correct* when the best IoU between its map's boxes and its GT boxes is
+    ``>= iou_threshold``; *top-1 correct* when, in addition, the top-scoring class is the label;
+    *top-5 correct* when the label is among the 5 top-scoring classes (all of them when there
+    are fewer) and the image is GT-known correct. Boxes follow the protocol's contour procedure
+    (``camkit.boxes.boxes_from_scoremap``) at one threshold ``t`` per image:
+
+    * ``rule="max"``: ``t = theta`` (default 0.2), i.e. keep ``q > int(theta * max(q))``;
+    * ``rule="pas"``: ``t = theta * percentile_q(map)`` with the percentile of the float map
+      (``camkit.threshold.percentile_threshold``, defaults ``q=90, theta=0.35``), i.e. keep
+      ``q > int(t * max(q))``. For min-max normalized maps (max 1) this is the PaS threshold
+      ``theta * percentile_q`` on the map's own scale.
+
+    Here ``q = uint8(map * 255)``. A ``t`` at or above 1 keeps nothing: box ``(0, 0, 0, 0)``.
+
+    Args:
+        rule: ``"max"`` or ``"pas"``.
+        theta: multiplier; ``None`` gives 0.2 for ``"max"`` and 0.35 for ``"pas"``.
+        q: percentile for ``"pas"``, in [0, 100].
+        iou_threshold: IoU needed to count a box as correct.
+        multi_contour: boxes of every contour (best one counts) or only the largest contour
+            (the classic CAM evaluation, default).
+    """
+
+    _metric_name = "LocalizationAccuracy"
+
+    def __init__(
+        self,
+        rule: str = "max",
+        theta: float | None = None,
+        q: float = 90.0,
+        iou_threshold: float = 0.5,
+        multi_contour: bool = False,
+    ) -> None:
+        if rule not in _RULES:
+            raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
+        self.rule = rule
+        default_theta = 0.2 if rule == "max" else 0.35
+        self.theta = check_finite_number(default_theta if theta is None else theta, "theta",
+                                         low=0.0)
+        self.q = check_finite_number(q, "q", low=0.0, high=100.0)
+        self.iou_threshold = check_finite_number(iou_threshold, "iou_threshold", low=0.0,
+                                                 high=1.0)
+        self.multi_contour = bool(multi_contour)
+        super().__init__()
+
+    def _state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gt_known": (1,), "top1": (1,), "top5": (1,)}
+
+    def config(self) -> dict[str, Any]:
+        return {"rule": self.rule, "theta": self.theta, "q": self.q,
+                "iou_threshold": self.iou_threshold, "multi_contour": self.multi_contour}
+
+    def box_thresholds(self, maps: np.ndarray) -> np.ndarray:
+        """``(B,)`` float64 threshold ``t`` of each ``(B, H, W)`` float64 map."""
+        if self.rule == "max":
+            return np.full(maps.shape[0], self.theta)
+        return percentile_threshold(torch.from_numpy(maps), self.q, self.theta).numpy()
+
+    def update(self, scoremaps: np.ndarray | torch.Tensor, gt_boxes: object,
+               logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> None:
+        """Accumulate a batch.
+
+        Args:
+            scoremaps (ndarray or Tensor[B, H, W]): ground-truth-class maps, float, in [0, 1].
+            gt_boxes: ``B`` integer ``(n_i, 4)`` arrays of ``x0, y0, x1, y1`` boxes.
+            logits (ndarray or Tensor[B, K]): class scores.
+            labels (ndarray or Tensor[B]): ground-truth class indices in ``[0, K)``.
+        """
+        maps, boxes = split_batch(scoremaps, gt_boxes)
+        scores = torch.as_tensor(logits).detach().cpu()
+        targets = torch.as_tensor(labels).detach().cpu()
+        batch = maps.shape[0]
+        if scores.dim() != 2 or scores.shape[0] != batch or not scores.is_floating_point():
+            raise ValueError(f"logits must be a float (B, K) array with B = {batch}, got "
+                             f"{scores.dtype} of shape {tuple(scores.shape)}")
+        if targets.shape != (batch,) or targets.is_floating_point():
+            raise ValueError(f"labels must be (B,) integers with B = {batch}, got "
+                             f"{targets.dtype} of shape {tuple(targets.shape)}")
+        classes = scores.shape[1]
+        if batch and (int(targets.min()) < 0 or int(targets.max()) >= classes):
+            raise ValueError(f"labels must lie in [0, {classes}), got {targets.tolist()}")
+        top = scores.topk(min(5, classes), dim=1).indices
+        in_top5 = (top == targets[:, None]).any(dim=1).numpy()
+        in_top1 = (top[:, 0] == targets).numpy()
+        thresholds = self.box_thresholds(maps)
+        for index, (scoremap, gt, t) in enumerate(zip(maps, boxes, thresholds, strict=True)):
+            best = best_iou_at_thresholds(scoremap, np.array([t]), gt, self.multi_contour)[0]
+            if best >= self.iou_threshold:
+                self._state["gt_known"] += 1
+                self._state["top1"] += int(in_top1[index])
+                self._state["top5"] += int(in_top5[index])
+        self._state["num_images"] += batch
+
+    def compute(self) -> LocalizationResult:
+        """Accuracies in percent; raises ``ValueError`` before any update."""
+        if self.num_images == 0:
+            raise ValueError("LocalizationAccuracy.compute() needs at least one update, got none")
+        scale = 100.0 / float(self.num_images)
+        return LocalizationResult(
+            gt_known=float(self._state["gt_known"][0]) * scale,
+            top1=float(self._state["top1"][0]) * scale,
+            top5=float(self._state["top5"][0]) * scale,
+            num_images=self.num_images,
+        )

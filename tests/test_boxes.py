@@ -1,0 +1,234 @@
+"""camkit.boxes: box IoU, boxes from score maps (against cv2.findContours), resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from wsol_reference import oracle_boxes, oracle_iou
+
+from camkit.boxes import box_iou, boxes_from_scoremap, resize_boxes, threshold_grid
+
+GRID = threshold_grid(0.01)
+
+
+def assert_same_boxes(scoremap: np.ndarray, thresholds, multi_contour: bool) -> None:
+    got = boxes_from_scoremap(scoremap, thresholds, multi_contour=multi_contour)
+    expected = oracle_boxes(scoremap.astype(np.float64), thresholds, multi_contour)
+    assert len(got) == len(expected)
+    for t, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a.dtype == np.int64
+        np.testing.assert_array_equal(a, b, err_msg=f"threshold {thresholds[t]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# box_iou
+# ---------------------------------------------------------------------------------------------
+def test_box_iou_values_match_loop_reference():
+    a = np.array([[0, 0, 0, 0], [0, 0, 9, 9], [5, 5, 14, 14], [20, 20, 21, 30]])
+    b = np.array([[0, 0, 0, 0], [0, 0, 9, 9], [10, 10, 12, 12]])
+    iou = box_iou(a, b)
+    assert iou.shape == (4, 3) and iou.dtype == np.float64
+    for i in range(4):
+        for j in range(3):
+            assert iou[i, j] == oracle_iou(a[i].tolist(), b[j].tolist())
+    assert iou[0, 0] == 1.0  # two (0, 0, 0, 0) boxes
+    assert iou[1, 2] == 0.0  # disjoint
+    assert iou[2, 1] == 25 / 175  # inclusive +1 areas
+
+
+def test_box_iou_torch_in_torch_out():
+    iou = box_iou(torch.tensor([[0, 0, 3, 3]]), torch.tensor([[0, 0, 1, 1], [0, 0, 3, 3]]))
+    assert isinstance(iou, torch.Tensor) and iou.dtype == torch.float64
+    assert iou.tolist() == [[4 / 16, 1.0]]
+
+
+@pytest.mark.parametrize("bad", [[[3, 0, 2, 5]], [[0, 4, 2, 3]]])
+def test_box_iou_rejects_inverted_boxes(bad):
+    with pytest.raises(ValueError, match="x0 <= x1 and y0 <= y1"):
+        box_iou(np.array(bad), np.array([[0, 0, 1, 1]]))
+
+
+def test_box_iou_rejects_bad_shapes_and_fractions():
+    with pytest.raises(ValueError, match=r"shape \(N, 4\)"):
+        box_iou(np.zeros((2, 3), dtype=int), np.zeros((1, 4), dtype=int))
+    with pytest.raises(ValueError, match="integral"):
+        box_iou(np.array([[0.5, 0, 1, 1]]), np.zeros((1, 4), dtype=int))
+
+
+# ---------------------------------------------------------------------------------------------
+# boxes_from_scoremap: hand-made maps
+# ---------------------------------------------------------------------------------------------
+def gaussian(h: int, w: int, cy: float, cx: float, sigma: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def test_unimodal_map_gives_one_shrinking_box():
+    scoremap = gaussian(40, 50, 20, 25, 8)
+    boxes = boxes_from_scoremap(scoremap, GRID)
+    assert all(b.shape == (1, 4) for b in boxes)
+    widths = [b[0, 2] - b[0, 0] for b in boxes]
+    assert widths == sorted(widths, reverse=True)
+    assert_same_boxes(scoremap, GRID, True)
+
+
+def test_multimodal_map_matches_oracle_in_both_modes():
+    scoremap = gaussian(60, 60, 15, 15, 5) + 0.7 * gaussian(60, 60, 40, 45, 9)
+    scoremap /= scoremap.max()
+    assert max(len(b) for b in boxes_from_scoremap(scoremap, GRID)) == 2
+    for multi in (True, False):
+        assert_same_boxes(scoremap, threshold_grid(0.001), multi)
+
+
+def test_ring_gives_outer_and_hole_boxes():
+    scoremap = np.zeros((12, 12))
+    scoremap[2:9, 3:10] = 1.0
+    scoremap[4:7, 5:8] = 0.0  # a 3x3 hole inside a 7x7 square
+    boxes = boxes_from_scoremap(scoremap, [0.5])[0]
+    # outer: pixels x 3..9, y 2..8 -> (x, y, x + w, y + h) = (3, 2, 10, 9); hole: pixels
+    # x 5..7, y 4..6 grown by one pixel on each side -> x 4..8, y 3..7 -> (4, 3, 9, 8)
+    assert sorted(boxes.tolist()) == [[3, 2, 10, 9], [4, 3, 9, 8]]
+    assert boxes_from_scoremap(scoremap, [0.5], multi_contour=False)[0].tolist() == [[3, 2, 10, 9]]
+    assert_same_boxes(scoremap, [0.0, 0.5], True)
+
+
+def test_one_pixel_lines_and_border_clamp():
+    scoremap = np.zeros((10, 16))
+    scoremap[0, :] = 1.0  # top row, full width: x1 clamped to W - 1
+    scoremap[5, 7] = 0.8  # a single pixel
+    scoremap[3:10, 15] = 0.6  # right column touching the border
+    boxes = boxes_from_scoremap(scoremap, [0.0])[0]
+    assert sorted(boxes.tolist()) == [[0, 0, 15, 1], [7, 5, 8, 6], [15, 3, 15, 9]]
+    for multi in (True, False):
+        assert_same_boxes(scoremap, GRID, multi)
+
+
+def test_nothing_kept_gives_zero_box_and_full_map_gives_clamped_box():
+    zero = boxes_from_scoremap(np.zeros((8, 9)), [0.0, 0.5])
+    assert [b.tolist() for b in zero] == [[[0, 0, 0, 0]], [[0, 0, 0, 0]]]
+    full = boxes_from_scoremap(np.ones((8, 9)), [0.0, 0.99])
+    assert [b.tolist() for b in full] == [[[0, 0, 8, 7]], [[0, 0, 8, 7]]]
+    # a threshold of 1 keeps nothing: q > int(1 * max) is empty
+    assert boxes_from_scoremap(np.ones((8, 9)), [1.0])[0].tolist() == [[0, 0, 0, 0]]
+
+
+def test_strictly_greater_than_quantized_level():
+    scoremap = np.zeros((6, 6))
+    scoremap[1, 1] = 1.0
+    scoremap[4, 4] = 128 / 255  # q = 128 = int(0.502 * 255): not kept at t = 0.502
+    for_t = boxes_from_scoremap(scoremap, [0.5, 0.502])
+    assert sorted(for_t[0].tolist()) == [[1, 1, 2, 2], [4, 4, 5, 5]]
+    assert for_t[1].tolist() == [[1, 1, 2, 2]]
+    assert_same_boxes(scoremap, [0.5, 0.502], True)
+
+
+def test_equal_area_tie_in_single_mode_matches_oracle():
+    scoremap = np.zeros((20, 30))
+    scoremap[2:6, 3:7] = 1.0
+    scoremap[10:14, 20:24] = 1.0
+    assert_same_boxes(scoremap, [0.5], False)
+    scoremap[10:14, 20:24] = 0.9  # now two equal squares at different heights
+    assert_same_boxes(scoremap, GRID, False)
+
+
+def test_float32_float16_and_torch_match_the_float64_oracle():
+    rng = np.random.default_rng(3)
+    scoremap = rng.random((16, 20))
+    for variant in (scoremap.astype(np.float32), scoremap.astype(np.float16)):
+        assert_same_boxes(variant, GRID, True)
+    tensor = torch.from_numpy(scoremap.astype(np.float32))
+    got = boxes_from_scoremap(tensor, GRID)
+    expected = oracle_boxes(tensor.double().numpy(), GRID, True)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_batched_form_equals_per_map_calls():
+    rng = np.random.default_rng(4)
+    maps = rng.random((3, 10, 12))
+    batched = boxes_from_scoremap(maps, GRID, multi_contour=False)
+    assert len(batched) == 3
+    for scoremap, per_map in zip(maps, batched, strict=True):
+        single = boxes_from_scoremap(scoremap, GRID, multi_contour=False)
+        assert all(np.array_equal(a, b) for a, b in zip(per_map, single, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("scoremap", "error", "match"),
+    [
+        (np.full((4, 4), np.nan), ValueError, "finite"),
+        (np.full((4, 4), 1.5), ValueError, r"\[0, 1\]"),
+        (np.full((4, 4), -0.1), ValueError, r"\[0, 1\]"),
+        (np.zeros((4, 4), dtype=np.int64), TypeError, "dtype"),
+        (np.zeros(4), ValueError, "shape"),
+        (np.zeros((0, 4)), ValueError, "non-empty"),
+        ([[0.0, 1.0]], TypeError, "numpy.ndarray or torch.Tensor"),
+    ],
+)
+def test_invalid_scoremaps_are_rejected(scoremap, error, match):
+    with pytest.raises(error, match=match):
+        boxes_from_scoremap(scoremap, GRID)
+
+
+@pytest.mark.parametrize("thresholds", [[0.5, 0.2], [1.5], [], [[0.1]]])
+def test_invalid_thresholds_are_rejected(thresholds):
+    with pytest.raises(ValueError, match="thresholds"):
+        boxes_from_scoremap(np.zeros((3, 3)), thresholds)
+
+
+def test_scalar_threshold_is_refused_and_grid_checks_interval():
+    with pytest.raises(TypeError, match="threshold_grid"):
+        boxes_from_scoremap(np.zeros((3, 3)), 0.5)
+    assert threshold_grid(0.25).tolist() == [0.0, 0.25, 0.5, 0.75]
+    with pytest.raises(ValueError, match="interval"):
+        threshold_grid(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Property tests against cv2.findContours
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def random_maps(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    height, width = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    kind = draw(st.sampled_from(["uniform", "levels", "binary", "smooth"]))
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.random((height, width))
+    if kind == "levels":
+        return rng.integers(0, draw(st.integers(2, 5)), (height, width)) / 4.0
+    if kind == "binary":
+        return (rng.random((height, width)) < draw(st.floats(0.1, 0.9))).astype(np.float64)
+    score = sum(rng.uniform(0.2, 1) * gaussian(height, width, *rng.uniform(0, 24, 2),
+                                               rng.uniform(1, 6)) for _ in range(3))
+    return score / score.max()
+
+
+@given(scoremap=random_maps(), multi=st.booleans(),
+       interval=st.sampled_from([0.01, 0.001, 0.037]))
+def test_property_boxes_equal_find_contours(scoremap, multi, interval):
+    assert_same_boxes(scoremap, threshold_grid(interval), multi)
+
+
+@given(scoremap=random_maps())
+def test_property_float32_maps_equal_oracle_of_upcast(scoremap):
+    assert_same_boxes(scoremap.astype(np.float32), GRID, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# resize_boxes
+# ---------------------------------------------------------------------------------------------
+def test_resize_boxes_truncates_like_the_protocol():
+    boxes = np.array([[60, 27, 385, 331], [0, 0, 499, 334], [13, 7, 13, 7]])
+    height, width = 335, 500
+    expected = [[int(b[0] * 224.0 / width), int(b[1] * 224.0 / height),
+                 int(b[2] * 224.0 / width), int(b[3] * 224.0 / height)] for b in boxes.tolist()]
+    assert resize_boxes(boxes, (height, width), (224, 224)).tolist() == expected
+    assert resize_boxes(torch.tensor(boxes), (height, width), (224, 224)).tolist() == expected
+
+
+def test_resize_boxes_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="from_size"):
+        resize_boxes(np.array([[0, 0, 1, 1]]), (0, 5), (224, 224))
