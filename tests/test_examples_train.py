@@ -96,6 +96,45 @@ def test_rcam_uses_thresholded_pooling():
     assert isinstance(net.pool, ThresholdedAvgPool) and net.pool.theta == 0.1
 
 
+@pytest.mark.parametrize(("backbone", "factory"), [
+    ("vgg16", "vgg16"), ("resnet50", "resnet50"), ("inception_v3", "inception_v3")])
+def test_backbones_take_torchvision_imagenet_checkpoints(backbone, factory, torchvision_models):
+    from wsol.backbones import build_body
+
+    with torch.device("meta"):
+        reference = getattr(torchvision_models, factory)(weights=None).state_dict()
+        body, _, fresh, _ = build_body(backbone, large_feature_map=True)
+    wanted = {k: v for k, v in body.state_dict().items() if not fresh or not k.startswith(fresh)}
+    assert len(wanted) >= 26  # VGG16: 13 convolutions
+    for key, value in wanted.items():
+        assert key in reference, key
+        assert reference[key].shape == value.shape, key
+
+
+@pytest.mark.parametrize("method", ["cam", "rcam", "cream"])
+def test_maps_are_those_of_camkit_attach(method):
+    from wsol.engine import localization_maps
+
+    import camkit
+    from camkit.cream import ContextEmbeddingBank
+
+    torch.manual_seed(0)
+    net = build_model("vgg16", 4, large_feature_map=False).eval()
+    images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 3])
+    bank = ContextEmbeddingBank(4, net.channels)
+    with torch.no_grad():
+        _, features = net(images)
+        bank.update(features, camkit.class_activation_map(features, net.fc.weight, labels),
+                    labels)
+        ours = localization_maps(net, features, labels, method=method, bank=bank, size=32)
+    with camkit.attach(net, method=method, feature_layer="body", classifier="fc", logits=0,
+                       example_input=images[:1]) as handle:
+        if method == "cream":
+            handle.bank.load_state_dict(bank.state_dict())
+        theirs = handle.localize(images, labels=labels, boxes=False).scoremaps
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
 def test_imagenet_weights_load_from_a_local_file(tmp_path):
     from torchvision.models import vgg
 

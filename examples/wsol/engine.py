@@ -166,8 +166,13 @@ def _save_scoremaps(folder: Path, image_ids: list[str], maps: np.ndarray) -> Non
 @torch.no_grad()
 def evaluate(net: WSOLNet, bank: ContextEmbeddingBank | None, split: EvalSplit,
              loader: torch.utils.data.DataLoader, runtime: Runtime, options: EvalOptions, *,
-             scoremap_dir: Path | None = None, show_progress: bool = False) -> dict:
+             scoremap_dir: Path | None = None, model: nn.Module | None = None,
+             show_progress: bool = False) -> dict:
     """Classification and localization figures of ``split`` (all processes together).
+
+    ``model`` is what is called on the images (default ``net``; e.g. ``net`` compiled). Under
+    DDP pass the plain or compiled ``net``, not the DDP wrapper: processes may evaluate
+    different numbers of batches.
 
     Boxes: MaxBoxAccV2 (and MaxBoxAcc at IoU 0.5 for each threshold), GT-known, top-1 and
     top-5 localization. Masks: PxAP. Always: top-1 / top-5 classification.
@@ -189,7 +194,7 @@ def evaluate(net: WSOLNet, bank: ContextEmbeddingBank | None, split: EvalSplit,
         images = images.to(runtime.device, non_blocking=True)
         labels = labels.to(runtime.device, non_blocking=True)
         with autocast(runtime):
-            logits, features = net(images)
+            logits, features = (net if model is None else model)(images)
         logits = logits.float()
         scoremaps = localization_maps(net, features, labels, method=options.method, bank=bank,
                                       size=options.size, scale=options.cream_scale,

@@ -61,7 +61,8 @@ class Setup:
     args: argparse.Namespace
     runtime: Runtime
     net: WSOLNet
-    model: nn.Module
+    model: nn.Module  # what training calls: net, or its DDP / compiled wrapper
+    eval_model: nn.Module  # what evaluation calls: net, or net compiled
     bank: ContextEmbeddingBank | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.StepLR
@@ -145,8 +146,12 @@ def build(args: argparse.Namespace, runtime: Runtime) -> Setup:
                           loc_theta=args.loc_theta, cream_scale=args.cream_scale,
                           cream_iterations=args.cream_iterations, mask_root=args.mask_root)
     torch.manual_seed(args.seed + runtime.rank)  # per-process dropout streams
-    return Setup(args, runtime, net, wrap(net, args, runtime), bank, optimizer, scheduler,
-                 scaler, train_set, sampler, splits, options)
+    model = wrap(net, args, runtime)
+    eval_model = model if not runtime.distributed else net
+    if runtime.distributed and args.compile:
+        eval_model = torch.compile(net, backend=args.compile_backend)
+    return Setup(args, runtime, net, model, eval_model, bank, optimizer, scheduler, scaler,
+                 train_set, sampler, splits, options)
 
 
 def _state(setup: Setup, epoch: int, step: int, totals: torch.Tensor, log: list) -> dict:
@@ -222,7 +227,8 @@ def train(setup: Setup) -> list[dict]:
         if args.eval_every > 0 and ((epoch + 1) % args.eval_every == 0 or last):
             record["val"] = evaluate(setup.net, setup.bank, setup.splits["val"],
                                      eval_loader(setup.splits["val"], setup), runtime,
-                                     setup.options, show_progress=not args.no_progress)
+                                     setup.options, model=setup.eval_model,
+                                     show_progress=not args.no_progress)
         record["seconds"] = round(time.time() - started, 3)
         log.append(record)
         if runtime.is_main:
@@ -253,7 +259,7 @@ def final_evaluation(setup: Setup, log: list[dict]) -> dict[str, Any]:
         folder = args.output / "scoremaps" / name if args.save_scoremaps else None
         results[name] = evaluate(setup.net, setup.bank, setup.splits[name],
                                  eval_loader(setup.splits[name], setup), setup.runtime,
-                                 setup.options, scoremap_dir=folder,
+                                 setup.options, scoremap_dir=folder, model=setup.eval_model,
                                  show_progress=not args.no_progress)
     return results
 
@@ -264,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runtime = setup_runtime(args.device, amp=args.amp)
     try:
         if args.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         args.output.mkdir(parents=True, exist_ok=True)
         setup = build(args, runtime)
