@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from camkit._io import write_json_atomic
 from camkit._progress import ProgressBar
 
 __all__ = ["add_eval_parser", "run_eval"]
@@ -132,18 +130,6 @@ def _tasks(args: argparse.Namespace) -> tuple[str, dict[str, Any], list[dict[str
     return kind, config, tasks
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _summary(kind: str, result: dict[str, Any]) -> str:
     if kind == "masks":
         return f"PxAP = {result['pxap']:.4f}"
@@ -186,7 +172,7 @@ def run_eval(args: argparse.Namespace) -> int:
     payload = {"dataset": args.dataset, "split": args.split, "config": config,
                "evaluated": metric.num_images, "skipped_missing": skipped, "result": result}
     output = args.output or Path(f"camkit_eval_{args.dataset}_{args.split}.json")
-    _write_json_atomic(output, payload)
+    write_json_atomic(output, payload)
     note = f", {skipped} skipped (no score map)" if skipped else ""
     print(f"{args.dataset} {args.split}: {_summary(kind, result)} over {metric.num_images} "
           f"images{note}")

@@ -7,12 +7,13 @@ written with ``save_png``, which replaces the target file atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from camkit._io import write_bytes_atomic
 
 __all__ = ["draw_boxes", "image_grid", "overlay_heatmap", "plot_curves", "save_png", "to_rgb_uint8"]
 
@@ -231,21 +232,7 @@ def plot_curves(
 def save_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write an RGB image as PNG, atomically (temporary file + rename); return the path."""
     cv2 = _cv2()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(to_rgb_uint8(image), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise OSError(f"could not encode PNG for {target}")
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
-        # mkstemp creates 0600 files; give the PNG the usual permissions under the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+        raise OSError(f"could not encode PNG for {path}")
+    return write_bytes_atomic(path, encoded.tobytes())

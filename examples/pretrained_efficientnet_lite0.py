@@ -177,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overview-width", type=int, default=480,
                         help="shrink overview.png to this width in pixels (0: full size)")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    for name, label in run(args.out, tuple(args.photos), args.overview_width).items():
+    with torch.no_grad():
+        predictions = run(args.out, tuple(args.photos), args.overview_width)
+    for name, label in predictions.items():
         print(f"{name}: ImageNet class {label}")
     print(f"PNGs written to {args.out}")
 
