@@ -10,7 +10,6 @@ sample is augmented identically whatever the number of processes, workers, or re
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +220,3 @@ class ResumableDistributedSampler(DistributedSampler):
     def __len__(self) -> int:
         return max(0, self.num_samples - self.skip)
 
-
-def steps_per_epoch(num_samples: int, world_size: int, batch_size: int) -> int:
-    """Optimizer steps of one epoch (per rank batches, the last one possibly short)."""
-    return math.ceil(math.ceil(num_samples / world_size) / batch_size)
