@@ -17,6 +17,7 @@ from camkit.cam import (
     normalize_map,
     upsample_map,
 )
+from camkit.cream import ContextEmbeddingBank, CreamDetails, EMReActivation, cream_map
 from camkit.localizer import Localization, Localizer, attach
 from camkit.pooling import ThresholdedAvgPool, thresholded_avg_pool
 from camkit.threshold import PercentileThreshold, percentile_threshold
@@ -30,6 +31,9 @@ _LAZY_SUBMODULES = ("boxes", "metrics", "data", "viz", "cli")
 
 __all__ = [
     "ClassActivationMap",
+    "ContextEmbeddingBank",
+    "CreamDetails",
+    "EMReActivation",
     "Localization",
     "Localizer",
     "NegativeWeightClamp",
@@ -38,6 +42,7 @@ __all__ = [
     "__version__",
     "attach",
     "class_activation_map",
+    "cream_map",
     "normalize_map",
     "percentile_threshold",
     "thresholded_avg_pool",

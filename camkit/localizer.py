@@ -170,7 +170,7 @@ class Localizer(nn.Module):
         self.q = check_finite_number(q, "q", low=0.0, high=100.0)
         self.theta = None if theta is None else check_finite_number(theta, "theta", low=0.0)
         self.scale = check_finite_number(scale, "scale", low=0.0, low_inclusive=False)
-        self.iterations = check_positive_int(iterations, "iterations", allow_zero=True)
+        self.iterations = check_positive_int(iterations, "iterations")
         self.logits_selector = logits
         core = unwrap_model(model)
         found = discover(core, feature_layer=feature_layer, classifier=classifier,

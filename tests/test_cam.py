@@ -259,6 +259,8 @@ def test_negative_weight_clamp_reads_live_weight():
 
 def test_negative_weight_clamp_sees_training_updates():
     fc = nn.Linear(3, 2)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[0.5, -0.5, 0.1], [0.2, -0.3, 0.4]]))
     head = NegativeWeightClamp(fc)
     optimizer = torch.optim.SGD(fc.parameters(), lr=10.0)
     features = torch.rand(1, 3, 2, 2)

@@ -6,7 +6,6 @@ model's own modules and weights, and CREAM maps must be finite and in range.
 
 from __future__ import annotations
 
-import _cream_standin
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,17 +16,6 @@ import camkit
 from camkit import normalize_map, upsample_map
 
 NUM_CLASSES = 5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cream_module():
-    """Use the real camkit.cream when present, else the test-only stand-in."""
-    import sys
-
-    installed = _cream_standin.install()
-    yield
-    if installed:
-        sys.modules.pop("camkit.cream", None)
 
 
 def _vgg16_gap(models):

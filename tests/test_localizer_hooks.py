@@ -6,7 +6,6 @@ import gc
 import weakref
 from collections import OrderedDict
 
-import _cream_standin
 import numpy as np
 import pytest
 import torch
@@ -15,16 +14,6 @@ from torch import nn
 
 import camkit
 from camkit import ThresholdedAvgPool, class_activation_map, percentile_threshold
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cream_module():
-    import sys
-
-    installed = _cream_standin.install()
-    yield
-    if installed:
-        sys.modules.pop("camkit.cream", None)
 
 
 def _cnn(num_classes: int = 3, width: int = 8) -> nn.Sequential:
@@ -407,3 +396,10 @@ def test_tap_needs_a_pooling_module():
 def test_tiny_example_input_is_reported():
     with pytest.raises(ValueError, match="example input may be too small"):
         camkit.attach(_cnn(), example_input=torch.randn(1, 3, 1, 1))
+
+
+def test_zero_em_iterations_rejected_at_attach():
+    model = _cnn()
+    with pytest.raises(ValueError, match="iterations must be > 0, got 0"):
+        camkit.attach(model, iterations=0, example_input=torch.randn(1, 3, 8, 8))
+    assert _hook_count(model) == 0

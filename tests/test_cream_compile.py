@@ -1,0 +1,120 @@
+"""The compiled EM path: parity with eager, dynamic batch size, fallback to eager."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch._dynamo
+
+from camkit.cream import _compile, cream_map, reset_compile_cache
+
+
+def _inputs(batch: int, channels: int = 8, size: int = 5, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch, channels, size, size, generator=gen).relu()
+    fg = torch.randn(batch, channels, generator=gen)
+    bg = torch.randn(batch, channels, generator=gen)
+    cam = torch.randn(batch, size, size, generator=gen)
+    return features, fg, bg, cam
+
+
+@pytest.fixture
+def fresh_compile_state(monkeypatch):
+    """Empty camkit's and dynamo's caches around the test; yield a backend setter."""
+    torch._dynamo.reset()
+    reset_compile_cache()
+
+    def use_backend(backend):
+        monkeypatch.setattr(_compile, "_BACKEND", backend)
+
+    yield use_backend
+    torch._dynamo.reset()
+    reset_compile_cache()
+
+
+def _assert_details_close(got, expected, **tol):
+    for got_t, exp_t in zip(got, expected, strict=True):
+        torch.testing.assert_close(got_t, exp_t, **tol)
+
+
+def test_dynamic_batch_size_does_not_recompile(fresh_compile_state):
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    fresh_compile_state(counting_backend)
+    for batch in (2, 3, 5, 7):
+        features, fg, bg, cam = _inputs(batch, seed=batch)
+        got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+        expected = cream_map(features, fg, bg, cam=cam, return_details=True)
+        _assert_details_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert len(graphs) == 1
+    # A new channel count is a new shape: compiled once more, then cached again.
+    for batch in (2, 4):
+        features, fg, bg, cam = _inputs(batch, channels=5)
+        cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+    assert len(graphs) == 2
+
+
+def test_failing_compiler_falls_back_with_one_warning(fresh_compile_state):
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    fresh_compile_state(broken_backend)
+    features, fg, bg, cam = _inputs(3)
+    expected = cream_map(features, fg, bg, cam=cam)
+    with pytest.warns(RuntimeWarning, match="torch.compile is unavailable .*no C\\+\\+ compiler"):
+        got = cream_map(features, fg, bg, cam=cam, compile=True)
+    torch.testing.assert_close(got, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = cream_map(features, fg, bg, cam=cam, compile=True)
+        other = cream_map(features, fg, bg, cam=cam, compile=True, iterations=3)
+    torch.testing.assert_close(again, expected)
+    torch.testing.assert_close(other, cream_map(features, fg, bg, cam=cam, iterations=3))
+
+
+def test_auto_is_eager_on_cpu(fresh_compile_state):
+    def broken_backend(graph_module, example_inputs):
+        raise AssertionError("compile must not be used on CPU with compile='auto'")
+
+    fresh_compile_state(broken_backend)
+    features, fg, bg, cam = _inputs(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = cream_map(features, fg, bg, cam=cam, compile="auto")
+    torch.testing.assert_close(got, cream_map(features, fg, bg, cam=cam))
+    assert not _compile._COMPILED
+
+
+@pytest.mark.slow
+def test_inductor_matches_eager(fresh_compile_state):
+    stats = torch._dynamo.utils.counters["stats"]
+    graphs_before = stats["unique_graphs"]
+    for batch in (3, 6):
+        features, fg, bg, cam = _inputs(batch, seed=batch)
+        got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+        expected = cream_map(features, fg, bg, cam=cam, return_details=True)
+        _assert_details_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert stats["unique_graphs"] - graphs_before == 1
+    # float16 input runs the same float32 kernel after the cast.
+    features, fg, bg, cam = _inputs(4)
+    got = cream_map(features.half(), fg, bg, cam=cam.half(), compile=True)
+    expected = cream_map(features.half(), fg, bg, cam=cam.half())
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_auto_compiles_on_cuda_and_matches_eager(fresh_compile_state):
+    features, fg, bg, cam = (t.cuda() for t in _inputs(4))
+    got = cream_map(features, fg, bg, cam=cam, compile="auto", return_details=True)
+    expected = cream_map(features, fg, bg, cam=cam, return_details=True)
+    _assert_details_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert _compile._COMPILED
