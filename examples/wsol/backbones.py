@@ -1,0 +1,203 @@
+"""WSOL backbones of the evaluation protocol, built from torchvision's definitions.
+
+* ``vgg16``: VGG16 convolutions without the last max-pooling, then ``conv6`` (3x3, 1024
+  channels, ReLU): a 14x14 map at 224; global pooling and a linear classifier.
+* ``resnet50``: ResNet50 with stride 1 in ``layer4`` (and in ``layer3`` with the larger
+  feature map, the default): 28x28 at 224.
+* ``inception_v3``: InceptionV3 up to ``Mixed_6e`` with a stride-1 ``Mixed_6a`` (padding 1),
+  then the SPG-style head (two 3x3 convolutions of 1024 channels with ReLU, dropout 0.5
+  before each): 14x14 at 224 (28x28 with the larger feature map).
+
+Every model is a ``WSOLNet``: ``forward(x)`` returns ``(logits, features)`` where ``features``
+is the last map (after its ReLU) that CAM and CREAM read. ImageNet weights come only from a
+local file (``torch.load(path, weights_only=True)``); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import inception as tv_inception
+from torchvision.models import resnet50 as tv_resnet50
+from torchvision.models import vgg as tv_vgg
+
+from camkit import ThresholdedAvgPool
+
+__all__ = ["BACKBONE_NAMES", "WSOLNet", "build_model", "load_imagenet_weights"]
+
+BACKBONE_NAMES = ("vgg16", "resnet50", "inception_v3")
+
+
+class _DenseInceptionB(tv_inception.InceptionB):
+    """``Mixed_6a`` with stride 1 and padding 1 in its strided branches and its pooling."""
+
+    def __init__(self, in_channels: int, conv_block: type[nn.Module] | None = None) -> None:
+        super().__init__(in_channels, conv_block)
+        for block in (self.branch3x3, self.branch3x3dbl_3):
+            block.conv.stride = (1, 1)
+            block.conv.padding = (1, 1)
+
+    def _forward(self, x: Tensor) -> list[Tensor]:
+        branch3x3 = self.branch3x3(x)
+        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        branch_pool = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        return [branch3x3, branch3x3dbl, branch_pool]
+
+
+def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(True))
+
+
+_Body = tuple[nn.Module, int, tuple[str, ...], tuple[str, ...]]
+
+
+def _vgg16_body() -> _Body:
+    convs = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
+    features = nn.Sequential(*list(convs.children())[:-1])  # drop the last max-pooling
+    body = nn.Sequential(OrderedDict(features=features, conv6=_conv_relu(512, 1024)))
+    return body, 1024, ("conv6.",), ("conv6.",)
+
+
+def _resnet50_body(large_feature_map: bool) -> _Body:
+    net = tv_resnet50(weights=None)
+    layers = [net.layer4] + ([net.layer3] if large_feature_map else [])
+    for layer in layers:
+        first = layer[0]
+        first.conv2.stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
+    return body, 2048, (), ("layer4.",)
+
+
+def _inception_body(large_feature_map: bool) -> _Body:
+    blocks = [tv_inception.BasicConv2d, tv_inception.InceptionA, _DenseInceptionB,
+              tv_inception.InceptionC, tv_inception.InceptionD, tv_inception.InceptionE,
+              tv_inception.InceptionAux]
+    net = tv_inception.Inception3(aux_logits=False, init_weights=False, inception_blocks=blocks)
+    net.Conv2d_1a_3x3.conv.padding = (1, 1)
+    pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+    parts: list[tuple[str, nn.Module]] = [
+        ("Conv2d_1a_3x3", net.Conv2d_1a_3x3), ("Conv2d_2a_3x3", net.Conv2d_2a_3x3),
+        ("Conv2d_2b_3x3", net.Conv2d_2b_3x3), ("maxpool1", pool),
+        ("Conv2d_3b_1x1", net.Conv2d_3b_1x1), ("Conv2d_4a_3x3", net.Conv2d_4a_3x3),
+        ("maxpool2", nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)),
+        ("Mixed_5b", net.Mixed_5b), ("Mixed_5c", net.Mixed_5c), ("Mixed_5d", net.Mixed_5d),
+    ]
+    if not large_feature_map:
+        parts.append(("maxpool3", nn.MaxPool2d(3, stride=2, ceil_mode=True)))
+    parts += [(name, getattr(net, name)) for name in
+              ("Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e")]
+    parts += [("drop1", nn.Dropout(0.5)), ("SPG_A3_1b", _conv_relu(768, 1024)),
+              ("drop2", nn.Dropout(0.5)), ("SPG_A3_2b", _conv_relu(1024, 1024))]
+    head = ("SPG_A3_1b.", "SPG_A3_2b.")
+    return nn.Sequential(OrderedDict(parts)), 1024, head, head
+
+
+class WSOLNet(nn.Module):
+    """Backbone ``body``, global pooling ``pool`` and linear classifier ``fc``.
+
+    ``forward(x (Tensor[B, 3, H, W]))`` returns ``(logits Tensor[B, K], features
+    Tensor[B, C, h, w])``. ``pool`` is ``nn.AdaptiveAvgPool2d(1)``, or ``ThresholdedAvgPool``
+    for RCAM's TAP. ``map_dropout`` (InceptionV3: 0.5) acts on the map before pooling, as a
+    dropout before a 1x1-convolution classifier would.
+
+    Args:
+        fresh_prefixes: prefixes (within ``body``) of the layers not in ImageNet checkpoints;
+            they and ``fc`` are initialized here (Xavier uniform, zero bias).
+        fast_prefixes: prefixes (within ``body``) of the layers trained with the larger
+            learning rate, besides ``fc`` (the protocol: VGG ``conv6``, ResNet ``layer4``,
+            Inception's SPG head).
+    """
+
+    def __init__(self, body: nn.Module, channels: int, num_classes: int, *,
+                 fresh_prefixes: tuple[str, ...], fast_prefixes: tuple[str, ...],
+                 tap_theta: float | None = None, map_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.body = body
+        self.channels = channels
+        self.map_dropout = nn.Dropout(map_dropout) if map_dropout > 0 else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1) if tap_theta is None else ThresholdedAvgPool(
+            tap_theta)
+        self.fc = nn.Linear(channels, num_classes)
+        self.fast_prefixes = (*(f"body.{p}" for p in fast_prefixes), "fc.")
+        fresh = (*(f"body.{p}" for p in fresh_prefixes), "fc.")
+        for name, module in self.named_modules():
+            if f"{name}.".startswith(fresh) and isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.body(x)
+        pooled = self.pool(self.map_dropout(features)).flatten(1)
+        return self.fc(pooled), features
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """``(backbone, new)`` parameters: the second group gets the 10x learning rate."""
+        slow, fast = [], []
+        for name, parameter in self.named_parameters():
+            (fast if name.startswith(self.fast_prefixes) else slow).append(parameter)
+        return slow, fast
+
+
+def load_imagenet_weights(body: nn.Module, path: str | Path, *,
+                          fresh_prefixes: tuple[str, ...]) -> int:
+    """Load a torchvision ImageNet checkpoint into ``body``; returns the tensors loaded.
+
+    Keys of the file that ``body`` lacks (the ImageNet classifier, InceptionV3's ``Mixed_7*``
+    and auxiliary head) are ignored; every pretrained tensor of ``body`` (all but the new
+    layers, ``fresh_prefixes``) must be present with the right shape, else ``ValueError``
+    names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means a bad file
+        raise ValueError(f"--pretrained file {str(path)!r} is not a readable PyTorch "
+                         f"state dict: {error}") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"--pretrained file {str(path)!r} must hold a state dict, got "
+                         f"{type(state).__name__}")
+    own = body.state_dict()
+    wanted = [k for k in own if not fresh_prefixes or not k.startswith(fresh_prefixes)]
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise ValueError(f"--pretrained file {str(path)!r} lacks {len(missing)} tensors of this "
+                         f"backbone, e.g. {missing[:3]}; is it the right architecture?")
+    wrong = [k for k in wanted if tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"--pretrained file {str(path)!r} has tensors of the wrong shape, e.g. "
+                         f"{wrong[0]!r}: {tuple(state[wrong[0]].shape)} instead of "
+                         f"{tuple(own[wrong[0]].shape)}")
+    body.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    return len(wanted)
+
+
+def build_body(name: str, *, large_feature_map: bool) -> _Body:
+    """``(body, channels, fresh prefixes, fast prefixes)`` of backbone ``name``."""
+    if name == "vgg16":
+        return _vgg16_body()
+    if name == "resnet50":
+        return _resnet50_body(large_feature_map)
+    if name == "inception_v3":
+        return _inception_body(large_feature_map)
+    raise ValueError(f"--backbone must be one of {BACKBONE_NAMES}, got {name!r}")
+
+
+def build_model(name: str, num_classes: int, *, large_feature_map: bool,
+                tap_theta: float | None = None, pretrained: str | Path | None = None
+                ) -> WSOLNet:
+    """The WSOL classifier of backbone ``name`` (see the module docstring)."""
+    body, channels, fresh, fast = build_body(name, large_feature_map=large_feature_map)
+    if pretrained is not None:
+        load_imagenet_weights(body, pretrained, fresh_prefixes=fresh)
+    return WSOLNet(body, channels, num_classes, fresh_prefixes=fresh, fast_prefixes=fast,
+                   tap_theta=tap_theta, map_dropout=0.5 if name == "inception_v3" else 0.0)
