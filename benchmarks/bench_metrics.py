@@ -10,12 +10,19 @@ Maps: smooth 224x224 maps made of Gaussian blobs of several sizes; GT boxes: the
 boxes (a subset), scaled to 224 with the protocol's truncation.
 
     python benchmarks/bench_metrics.py --images 100 --workers 2
+
+``--markdown`` also prints the results as Markdown tables (medians with min–max over the
+repeats), between ``<!-- markdown:start -->`` and ``<!-- markdown:end -->`` lines, for
+``benchmarks/run_all.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -162,14 +169,68 @@ def camkit_correct(maps, gt_boxes, thresholds, multi_contour, pool=None, workers
     return metric._state["correct"]
 
 
+#: Wall times of the last ``timed`` call (seconds), for the Markdown tables.
+_SAMPLES: list[float] = []
+#: Markdown rows collected during the run: (case, images, {implementation: samples}).
+_ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
+#: (workers, images, one-process samples, several-process samples).
+_WORKERS: list[tuple[int, int, list[float], list[float]]] = []
+
+
 def timed(function, *args, repeat: int = 1, **kwargs):
-    """(value, best wall time over ``repeat`` runs)."""
-    best = float("inf")
+    """(value, best wall time over ``repeat`` runs); every run's time is kept in ``_SAMPLES``."""
+    _SAMPLES.clear()
     for _ in range(repeat):
         start = time.perf_counter()
         value = function(*args, **kwargs)
-        best = min(best, time.perf_counter() - start)
-    return value, best
+        _SAMPLES.append(time.perf_counter() - start)
+    return value, min(_SAMPLES)
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"{model}; {os.cpu_count()} logical CPUs; OpenCV {cv2.__version__} (1 thread), "
+            f"NumPy {np.__version__}; Python {platform.python_version()}; {platform.system()} "
+            f"{platform.release()}; load average {load}")
+
+
+def _rate(count: int, samples: list[float]) -> str:
+    """Images/s: median with the min–max range over the repeats."""
+    rates = sorted(count / s for s in samples)
+    return f"{statistics.median(rates):.1f} ({rates[0]:.1f}–{rates[-1]:.1f})"
+
+
+def markdown_tables(args) -> str:
+    lines = [f"Machine: {_machine()}.", "",
+             f"{args.images} maps of 224×224 per family ({args.images_fine} at the 0.001 grid), "
+             f"real CUB test boxes, one process, {args.repeat} repeats; images/s as median "
+             "(min–max); ratio = median time of the baseline / median time of camkit.", "",
+             "| case | images | straightforward (im/s) | lean (im/s) | camkit (im/s) "
+             "| ratio | ratio vs lean |", "|---|---|---|---|---|---|---|"]
+    for case, count, samples in _ROWS:
+        fast = statistics.median(samples["camkit"])
+        ref = samples["straightforward"]
+        lean = samples.get("lean")
+        lines.append(
+            f"| {case} | {count} | {_rate(count, ref)} | "
+            f"{_rate(count, lean) if lean else '–'} | {_rate(count, samples['camkit'])} | "
+            f"{statistics.median(ref) / fast:.2f}× | "
+            f"{f'{statistics.median(lean) / fast:.2f}×' if lean else '–'} |")
+    for workers, count, one, many in _WORKERS:
+        lines += ["", f"Scaling with processes (camkit `BoxAccuracy`, grid 0.001, all contours, "
+                  f"{count} maps): one process {_rate(count, one)} im/s, {workers} processes "
+                  f"{_rate(count, many)} im/s, "
+                  f"{statistics.median(one) / statistics.median(many):.2f}×."]
+    return "\n".join(lines)
 
 
 def bench_boxes(family, maps64, gt_boxes, args):
@@ -179,16 +240,21 @@ def bench_boxes(family, maps64, gt_boxes, args):
             for dtype in (np.float64, np.float32):
                 maps, boxes = maps64[:count].astype(dtype), gt_boxes[:count]
                 run = (maps, boxes, list(thresholds), (0.3, 0.5, 0.7), multi_contour)
+                samples = {}
                 expected, t_ref = timed(straightforward_correct, *run, lean=False,
                                         repeat=args.repeat)
+                samples["straightforward"] = list(_SAMPLES)
                 lean, t_lean = timed(straightforward_correct, *run, lean=True,
                                      repeat=args.repeat)
+                samples["lean"] = list(_SAMPLES)
                 got, t_fast = timed(camkit_correct, maps, boxes, thresholds, multi_contour,
                                     repeat=args.repeat)
+                samples["camkit"] = list(_SAMPLES)
                 if not (np.array_equal(expected, got) and np.array_equal(lean, got)):
                     raise SystemExit(f"MISMATCH: {family}, grid {interval}, multi={multi_contour}")
                 name = (f"{family} grid {interval} {'multi ' if multi_contour else 'single'}"
                         f" {np.dtype(dtype).name}")
+                _ROWS.append((name, count, samples))
                 print(f"{name:44s} {count / t_ref:12.1f} im/s {count / t_lean:10.1f} "
                       f"{count / t_fast:10.1f} {t_ref / t_fast:6.1f}x {t_lean / t_fast:10.1f}x")
 
@@ -199,11 +265,14 @@ def bench_pixels(maps64, args):
     masks[(maps64 > 0.4) & (maps64 <= 0.5)] = 255
     (fg, bg), t_ref = timed(straightforward_histograms, maps64, masks, thresholds,
                             repeat=args.repeat)
+    samples = {"straightforward": list(_SAMPLES), "camkit": []}
     t_fast = float("inf")
     for _ in range(args.repeat):
         metric = PixelAP(thresholds)
         _, elapsed = timed(metric.update, maps64, masks)
+        samples["camkit"].append(elapsed)
         t_fast = min(t_fast, elapsed)
+    _ROWS.append(("PixelAP grid 0.01 (vs two np.histogram)", len(maps64), samples))
     if not (np.array_equal(fg, metric._state["foreground"])
             and np.array_equal(bg, metric._state["background"])):
         raise SystemExit("MISMATCH in PixelAP histograms")
@@ -216,10 +285,12 @@ def bench_workers(maps64, gt_boxes, args):
     maps, boxes = maps64[:count], gt_boxes[:count]
     thresholds = threshold_grid(0.001)
     _, t_one = timed(camkit_correct, maps, boxes, thresholds, True)
+    one = list(_SAMPLES)
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         warm = 2 * args.workers  # start the workers and import camkit in them
         camkit_correct(maps[:warm], boxes[:warm], thresholds, True, pool, args.workers)
         _, t_many = timed(camkit_correct, maps, boxes, thresholds, True, pool, args.workers)
+    _WORKERS.append((args.workers, count, one, list(_SAMPLES)))
     print(f"BoxAccuracy grid 0.001 multi, {args.workers} processes: {count / t_many:.1f} im/s "
           f"vs {count / t_one:.1f} im/s in one process: {t_one / t_many:.2f}x")
 
@@ -232,6 +303,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2, help="keep the best of N timings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print Markdown tables (medians and min-max)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
 
@@ -251,6 +324,11 @@ def main() -> None:
     if args.workers > 1:
         bench_workers(maps64, gt_boxes, args)
     print("all counts identical to the straightforward implementation")
+    if args.markdown:
+        print("<!-- markdown:start -->")
+        print(markdown_tables(args))
+        print("\nEvery count was identical to the straightforward implementation's.")
+        print("<!-- markdown:end -->")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class ThresholdedAvgPool(nn.Module):
         self.theta = check_finite_number(theta, "theta", low=0.0, high=1.0)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (Tensor[B, C, H, W])`` → ``Tensor[B, C, 1, 1]``."""
         return thresholded_avg_pool(x, self.theta)
 
     def extra_repr(self) -> str:

@@ -63,6 +63,7 @@ class PercentileThreshold(nn.Module):
         self.theta = check_finite_number(theta, "theta", low=0.0)
 
     def forward(self, maps: Tensor) -> Tensor:
+        """``maps (Tensor[B, H, W] or Tensor[H, W])`` → thresholds ``Tensor[B]`` (or 0-D)."""
         return percentile_threshold(maps, self.q, self.theta)
 
     def extra_repr(self) -> str:

@@ -143,10 +143,12 @@ class ContextEmbeddingBank(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes ``K`` (rows of ``fg`` and ``bg``)."""
         return self.fg.shape[0]
 
     @property
     def channels(self) -> int:
+        """Feature channels ``C`` (columns of ``fg`` and ``bg``)."""
         return self.fg.shape[1]
 
     def unseen_classes(self) -> Tensor:

@@ -279,6 +279,7 @@ class EMReActivation(nn.Module):
         *,
         return_details: bool = False,
     ) -> Tensor | CreamDetails:
+        """``cream_map(features, fg, bg, cam=cam, ...)`` with this module's options."""
         return cream_map(
             features,
             fg,

@@ -78,4 +78,5 @@ class DemoConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (the ``config`` entry of ``results.json``)."""
         return asdict(self)

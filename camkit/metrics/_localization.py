@@ -28,6 +28,7 @@ class LocalizationResult:
     num_images: int
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
         return {"gt_known": self.gt_known, "top1": self.top1, "top5": self.top5,
                 "num_images": self.num_images}
 
