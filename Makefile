@@ -19,7 +19,7 @@ test: $(BIN)/.camkit-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.camkit-installed
-	$(BIN)/ruff check camkit tests benchmarks examples
+	$(BIN)/ruff check camkit tests benchmarks examples docs
 
 bench: $(BIN)/.camkit-installed
 	$(BIN)/python benchmarks/run_all.py
