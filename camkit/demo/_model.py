@@ -1,48 +1,94 @@
-"""The small CNN classifier trained by the demo (global-average-pooling head, as in CAM)."""
+"""The demo's classifier: a frozen pretrained trunk and a small trained CAM head."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DemoNet"]
+from camkit.demo._efficientnet import EfficientNetLite0, load_efficientnet_lite0
+
+__all__ = ["DemoHead", "DemoNet"]
 
 
-def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+class _WithInput(nn.Module):
+    """``cat([x, layers(x)], dim=1)``: the trained channels next to the input channels."""
+
+    def __init__(self, layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, self.layers(x)], dim=1)
 
 
-class DemoNet(nn.Module):
-    """Conv stages → global pooling → linear classifier.
+class DemoHead(nn.Module):
+    """Two 3×3 conv + ReLU layers, concatenated with their input → global average pooling →
+    linear classifier.
 
-    Two stride-2 stages give features at a quarter of the input side (24 × 24 for 96-pixel
-    images), large enough for the EM re-activation to separate object and background.
-
-    Args:
-        num_classes: ``K``.
-        width: channels of the first stage; later stages use ``2×`` and ``4×``.
-
-    Shape:
-        ``(B, 3, S, S)`` → logits ``(B, K)``; ``features`` gives ``(B, 4·width, S/4, S/4)``.
+    CAM and CREAM are formed from the output of ``features``,
+    ``Tensor[B, in_channels + channels, h, w]``. The trained channels learn the class (the
+    small part); the input channels, pretrained and frozen, keep the appearance of the whole
+    scene, which is what CREAM's clustering needs to separate the object from the background
+    (without them the demo's CREAM gain fell to about 1 point on seed 0; see
+    docs/demo-dataset-design.md).
     """
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 96) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            _conv_block(3, width, 1),
-            _conv_block(width, width, 1),
-            _conv_block(width, 2 * width, 2),
-            _conv_block(2 * width, 2 * width, 1),
-            _conv_block(2 * width, 4 * width, 2),
-            _conv_block(4 * width, 4 * width, 1),
-            _conv_block(4 * width, 4 * width, 1),
-        )
+        self.features = _WithInput(nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+        ))
+        self.feature_channels = in_channels + channels
         self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4 * width, num_classes)
+        self.fc = nn.Linear(self.feature_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class DemoNet(nn.Module):
+    """EfficientNet-Lite0's stem and first ``trunk_blocks`` blocks (ImageNet weights, frozen,
+    always in eval mode) followed by a trained ``DemoHead``.
+
+    With 5 blocks the trunk has stride 8 and 40 channels: 128-pixel images give 16×16 maps.
+    Inputs are RGB scaled to [-1, 1].
+
+    Args:
+        num_classes: ``K``.
+        head_channels: channels of the head's conv layers.
+        trunk_blocks: how many of Lite0's 16 blocks the trunk keeps.
+        pretrained: load the packaged ImageNet weights (else random weights, for tests).
+        trunk: share an existing trunk (e.g. between two heads) instead of building one.
+    """
+
+    def __init__(self, num_classes: int, *, head_channels: int = 96, trunk_blocks: int = 5,
+                 pretrained: bool = True, trunk: nn.Sequential | None = None) -> None:
+        super().__init__()
+        if trunk is None:
+            lite = load_efficientnet_lite0() if pretrained else EfficientNetLite0()
+            trunk = nn.Sequential(lite._conv_stem, lite._bn0, nn.ReLU6(),
+                                  *lite._blocks[:trunk_blocks])
+            trunk.requires_grad_(False)
+        self.trunk = trunk.eval()
+        out_channels = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.head = DemoHead(out_channels, num_classes, head_channels)
+
+    def train(self, mode: bool = True) -> DemoNet:
+        super().train(mode)
+        self.trunk.eval()  # frozen batch-norm statistics
+        return self
+
+    @torch.no_grad()
+    def trunk_features(self, images: Tensor, batch_size: int = 64) -> Tensor:
+        """Trunk outputs of ``uint8 (N, 3, S, S)`` images, computed once for training."""
+        return torch.cat([self.trunk(to_input(images[i:i + batch_size]))
+                          for i in range(0, images.shape[0], batch_size)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x))
+
+
+def to_input(images: Tensor) -> Tensor:
+    """``uint8 (B, 3, S, S)`` → float in [-1, 1] (the Lite models' input range)."""
+    return images.float().div_(127.5).sub_(1.0)

@@ -15,6 +15,7 @@ from camkit._io import write_json_atomic, write_text_atomic
 from camkit.localizer import Localizer
 
 from ._evaluate import METHODS
+from ._model import to_input
 
 __all__ = ["format_table", "write_outputs"]
 
@@ -55,7 +56,7 @@ def _overlay_grid(handles: dict[str, Localizer], split: dict[str, Tensor],
                   count: int) -> np.ndarray:
     index = torch.arange(min(count, split["images"].shape[0]))
     images = split["images"][index]
-    x = images.float().div(127.5).sub(1.0)
+    x = to_input(images)
     labels = split["labels"][index]
     columns: list[list[np.ndarray]] = []
     gt = [viz.draw_boxes(img, box[None], color=(0, 220, 0), thickness=1)

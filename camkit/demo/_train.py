@@ -49,15 +49,11 @@ def render_split(dataset: Sequence[dict[str, Tensor]], description: str,
             "part_boxes": torch.stack(part_boxes), "part_masks": torch.stack(part_masks)}
 
 
-def _to_input(images: Tensor) -> Tensor:
-    """uint8 ``(B, 3, S, S)`` → float in [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
-
-
 def train(
     loc: Localizer,
     model: nn.Module,
-    split: dict[str, Tensor],
+    inputs: Tensor,
+    labels: Tensor,
     *,
     epochs: int,
     batch_size: int,
@@ -69,7 +65,8 @@ def train(
     feature_module: nn.Module | None = None,
     classifier_weight: Callable[[], Tensor] | None = None,
 ) -> TrainingLog:
-    """Train ``model`` through its camkit handle ``loc`` (which updates CREAM's bank).
+    """Train ``model`` on ``inputs (Tensor[N, ...])`` through its camkit handle ``loc``
+    (which updates CREAM's bank); a random half of each batch is flipped horizontally.
 
     ``extra_banks`` (momentum → bank) learn from the same features and label-class CAMs as
     the handle's own bank; they feed the momentum sensitivity study. They need
@@ -77,8 +74,7 @@ def train(
     ``classifier_weight`` (returns the live classifier weight).
     """
     generator = torch.Generator().manual_seed(seed)
-    images, labels = split["images"], split["labels"]
-    count = images.shape[0]
+    count = inputs.shape[0]
     steps_per_epoch = math.ceil(count / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -102,9 +98,9 @@ def train(
             total_loss, correct = 0.0, 0
             for step in range(steps_per_epoch):
                 index = order[step * batch_size:(step + 1) * batch_size]
-                x = _to_input(images[index])
+                x = inputs[index].float()
                 flip = torch.rand(x.shape[0], generator=generator) < 0.5
-                x[flip] = x[flip].flip(-1)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 y = labels[index]
                 captured.clear()
                 logits = loc(x, labels=y)
