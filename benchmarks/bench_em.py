@@ -30,6 +30,7 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import camkit
+from camkit._environment import cpu_model
 from camkit.cream import ContextEmbeddingBank, cream_map
 
 SHAPES = ((32, 512, 14, 14), (64, 1024, 14, 14), (32, 2048, 28, 28))
@@ -43,15 +44,7 @@ _BANK_ROWS: list[str] = []
 
 
 def _machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (
         f"{model}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with "

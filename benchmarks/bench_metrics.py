@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from camkit._environment import cpu_model  # noqa: E402
 from camkit.boxes import boxes_from_scoremap, threshold_grid  # noqa: E402
 from camkit.metrics import BoxAccuracy, PixelAP  # noqa: E402
 
@@ -188,15 +189,7 @@ def timed(function, *args, repeat: int = 1, **kwargs):
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (f"{model}; {os.cpu_count()} logical CPUs; OpenCV {cv2.__version__} (1 thread), "
             f"NumPy {np.__version__}; Python {platform.python_version()}; {platform.system()} "
