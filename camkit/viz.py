@@ -187,7 +187,7 @@ def plot_curves(
     if not curves:
         raise ValueError("curves must hold at least one named curve")
     width, height = size
-    left, right, top, bottom = 56, 16, 28, 44
+    left, right, top, bottom = 56, 16, 44, 44
     canvas = np.full((height, width, 3), 255, np.uint8)
     xs_all = np.concatenate([np.asarray(xs, float) for xs, _ in curves.values()])
     ys_all = np.concatenate([np.asarray(ys, float) for _, ys in curves.values()])
@@ -204,15 +204,14 @@ def plot_curves(
         return round(px), round(py)
 
     grey = (200, 200, 200)
-    for i in range(6):
-        value_x = x_low + (x_high - x_low) * i / 5
-        value_y = y_low + (y_high - y_low) * i / 5
+    for value_x in _ticks(x_low, x_high):
         px, _ = to_pixel(value_x, y_low)
-        _, py = to_pixel(x_low, value_y)
         cv2.line(canvas, (px, top), (px, height - bottom), grey, 1)
-        cv2.line(canvas, (left, py), (width - right, py), grey, 1)
         _put_text(canvas, f"{value_x:g}", (px - 10, height - bottom + 16))
-        _put_text(canvas, f"{value_y:.3g}", (4, py + 4))
+    for value_y in _ticks(y_low, y_high):
+        _, py = to_pixel(x_low, value_y)
+        cv2.line(canvas, (left, py), (width - right, py), grey, 1)
+        _put_text(canvas, f"{value_y:g}", (4, py + 4))
     cv2.rectangle(canvas, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
     for index, (name, (xs, ys)) in enumerate(curves.items()):
         color = _PALETTE[index % len(_PALETTE)]
@@ -223,10 +222,20 @@ def plot_curves(
         cv2.line(canvas, (width - right - 150, legend_y - 4), (width - right - 130, legend_y - 4),
                  color, 2)
         _put_text(canvas, name, (width - right - 125, legend_y))
-    _put_text(canvas, title, (left, top - 10), 0.5)
+    _put_text(canvas, title, (left, 18), 0.5)
     _put_text(canvas, xlabel, (left + (width - left - right) // 2 - 40, height - 8))
-    _put_text(canvas, ylabel, (4, top - 10))
+    _put_text(canvas, ylabel, (4, top - 8))
     return canvas
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About ``count`` round tick values (steps of 1, 2 or 5 times a power of ten)."""
+    raw = (high - low) / count
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = np.ceil(low / step - 1e-9) * step
+    # "+ 0.0" turns a -0.0 tick into 0.0 (printed "0", not "-0").
+    return [round(float(v), 10) + 0.0 for v in np.arange(first, high + step * 1e-9, step)]
 
 
 def save_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:

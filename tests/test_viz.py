@@ -77,3 +77,10 @@ def test_save_png_round_trip(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_plot_ticks_are_round_values():
+    assert viz._ticks(0.0, 0.99) == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert str(viz._ticks(-1e-12, 0.5)[0]) == "0.0"
+    assert viz._ticks(0.0, 100.0) == [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+    assert viz._ticks(3.0, 4.0) == [3.0, 3.2, 3.4, 3.6, 3.8, 4.0]
