@@ -92,16 +92,22 @@ def demo_command(config: dict) -> str:
     sys.path.insert(0, str(REPO))
     from camkit.demo import DemoConfig
 
+    # JSON turns tuples into lists: compare both sides through JSON.
+    config = json.loads(json.dumps(config))
+    options = {"seed": "--seed", "num_classes": "--classes", "epochs": "--epochs",
+               "train_size": "--train-size", "test_size": "--test-size", "tap": "--tap",
+               "overlays": "--overlays"}
+    candidates = []
     for flag, base in (("", DemoConfig()), (" --quick", DemoConfig.quick())):
-        defaults = base.to_dict()
+        defaults = json.loads(json.dumps(base.to_dict()))
         changed = {k: v for k, v in config.items() if defaults.get(k) != v}
-        options = {"seed": "--seed", "num_classes": "--classes", "epochs": "--epochs",
-                   "train_size": "--train-size", "test_size": "--test-size", "tap": "--tap"}
         if set(changed) <= set(options) | {"ablation"}:
             extra = "".join(f" {options[k]} {v}" for k, v in changed.items() if k in options)
             if changed.get("ablation"):
                 extra += " --ablation"
-            return f"camkit demo{flag}{extra} --out docs/demo"
+            candidates.append((len(changed), f"camkit demo{flag}{extra} --out docs/demo"))
+    if candidates:
+        return min(candidates)[1]
     return "camkit demo --out docs/demo (with the configuration listed in results.json)"
 
 
@@ -127,6 +133,30 @@ def demo_report_section() -> str | None:
     return f"Command: `{command}`.\n\n" + text.strip()
 
 
+#: Further demo runs published in docs/benchmarks.md: marker name → (folder, file, command).
+DEMO_STUDIES = {
+    "demo-ablation": ("demo-ablation", "report.md",
+                      "camkit demo --ablation --tap 0.1 --overlays 0 --out docs/demo-ablation"),
+    "demo-seeds": ("demo-seeds", "summary.md",
+                   "camkit demo --seeds 0 1 2 --overlays 0 --out docs/demo-seeds"),
+    "demo-seeds-k12": ("demo-seeds-k12", "summary.md", "camkit demo --seeds 0 1 2 --classes 12 "
+                       "--overlays 0 --out docs/demo-seeds-k12"),
+}
+
+
+def demo_study_section(folder: str, name: str, command: str) -> str | None:
+    """A demo report or seed summary, headings shifted down two levels, links into docs/."""
+    path = REPO / "docs" / folder / name
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    text = "\n".join(("##" + line) if line.startswith("#") else line for line in lines)
+    text = re.sub(r"\]\((?!https?:|/)([^)]+)\)", rf"]({folder}/\1)", text)
+    return f"Command: `{command}`.\n\n" + text.strip()
+
+
 def demo_readme_section() -> str | None:
     """Demo table and picture for the README, from ``docs/demo/results.json``."""
     results_file = DEMO_DIR / "results.json"
@@ -138,7 +168,8 @@ def demo_readme_section() -> str | None:
     results = json.loads(results_file.read_text(encoding="utf-8"))
     config = results["config"]
     lines = [
-        f"`{demo_command(config)}` trains a small CNN with image labels only on a procedural "
+        f"`{demo_command(config)}` trains a classifier (a small CAM head on a frozen, "
+        "ImageNet-pretrained EfficientNet-Lite0 trunk) with image labels only on a procedural "
         f"dataset ({config['num_classes']} classes, {config['train_size']} training and "
         f"{config['test_size']} test images of {config['image_size']}×{config['image_size']} "
         f"pixels, seed {config['seed']}) and scores each method on the test split "
@@ -181,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         text = replace_section(text, "demo", report)
     else:
         print(f"run_all: {DEMO_DIR / 'report.md'} not found; demo section left as it is")
+    for marker, (folder, name, command) in DEMO_STUDIES.items():
+        section = demo_study_section(folder, name, command)
+        if section is None:
+            print(f"run_all: docs/{folder}/{name} not found; {marker} section left as it is")
+        else:
+            text = replace_section(text, marker, section)
     write_atomic(BENCHMARKS_MD, text)
     print(f"wrote {BENCHMARKS_MD.relative_to(REPO)}")
 

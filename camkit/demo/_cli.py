@@ -11,7 +11,8 @@ __all__ = ["add_demo_parser"]
 def add_demo_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="train, localize and score on the embedded synthetic benchmark",
-        description="Train a small CNN with image labels only on a procedural WSOL dataset, "
+        description="Train a CAM head on a frozen pretrained trunk with image labels only on a "
+                    "procedural WSOL dataset, "
                     "then score CAM, RCAM and CREAM with the reference metrics.")
     parser.add_argument("--quick", action="store_true",
                         help="a run of well under a minute (fewer, smaller images)")

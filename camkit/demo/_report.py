@@ -138,8 +138,10 @@ def _markdown(results: dict[str, Any]) -> str:
                   "|" + "---|" * sum(k.startswith("lambda") for k in ablation),
                   "| " + " | ".join(f"{v['max_box_acc_v2']:.1f}" for k, v in ablation.items()
                                     if k.startswith("lambda")) + " |"]
-    lines += ["", "## Pictures", "", "![overlays](overlays.png)", "",
-              "![threshold curves](threshold_curves.png)", ""]
+    lines += ["", "## Pictures", ""]
+    if config["overlays"]:
+        lines += ["![overlays](overlays.png)", ""]
+    lines += ["![threshold curves](threshold_curves.png)", ""]
     return "\n".join(lines)
 
 
