@@ -14,8 +14,8 @@ here, and the Markdown block it prints replaces the text between the matching ma
   ``camkit demo --out docs/demo``), when it exists.
 
 From ``docs/demo/results.json`` the README's ``<!-- demo-readme:start -->`` …
-``<!-- demo-readme:end -->`` section gets the demo's table, and ``docs/demo/overlays.png`` is
-copied to ``docs/images/demo_overlays.png``. Every file is replaced atomically.
+``<!-- demo-readme:end -->`` section gets the demo's table and a link to
+``docs/demo/overlays.png``. Every file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
 README = REPO / "README.md"
 DEMO_DIR = REPO / "docs" / "demo"
-DEMO_PICTURE = REPO / "docs" / "images" / "demo_overlays.png"
 
 #: Arguments of each script: about two minutes each on two loaded cores.
 METRICS_ARGS = "--images 60 --images-fine 20 --repeat 3 --workers 2"
@@ -182,9 +181,8 @@ def demo_readme_section() -> str | None:
     ]
     overlays = DEMO_DIR / "overlays.png"
     if overlays.is_file():
-        write_atomic(DEMO_PICTURE, overlays.read_bytes())
         lines += ["", "![Demo: ground-truth box, then CAM, RCAM and CREAM heat maps with their "
-                      "boxes (white) and the ground truth (green)](docs/images/demo_overlays.png)"]
+                      "boxes (white) and the ground truth (green)](docs/demo/overlays.png)"]
     return "\n".join(lines)
 
 
