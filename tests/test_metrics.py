@@ -254,3 +254,26 @@ def test_pixel_ap_bins_scores_on_edges_and_negative_zero_like_numpy_histogram():
     state = metric.state_dict()["state"]
     assert state["foreground"] == np.histogram(scoremap[masks == 1], bins=edges)[0].tolist()
     assert state["background"] == np.histogram(scoremap[masks == 0], bins=edges)[0].tolist()
+
+
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.01, 0.001, 0.05]), st.floats(0.0, 0.5))
+def test_pixel_ap_bins_equal_numpy_histogram_on_any_grid(seed, interval, start):
+    """The arithmetic binning of evenly spaced grids (and the search for uneven ones) gives
+    numpy.histogram's counts, also for scores exactly on an edge or below the first one."""
+    rng = np.random.default_rng(seed)
+    even = np.arange(start, 1.0, interval)
+    uneven = np.unique(np.round(rng.random(12), 3))
+    for thresholds in (even, uneven):
+        edges = np.append(thresholds, [1.0, 2.0, 3.0])
+        scores = rng.random((3, 20, 20))
+        flat = scores.reshape(-1)
+        flat[: min(flat.size, thresholds.size)] = thresholds[: flat.size]  # scores on edges
+        flat[-5:] = [0.0, 1.0, -0.0, thresholds[-1], np.nextafter(thresholds[0], 0)]
+        flat.clip(0, 1, out=flat)
+        masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
+        masks[0, 0, :5] = 255
+        metric = PixelAP(thresholds=thresholds)
+        metric.update(scores, masks)
+        state = metric.state_dict()["state"]
+        assert state["foreground"] == np.histogram(scores[masks == 1], bins=edges)[0].tolist()
+        assert state["background"] == np.histogram(scores[masks == 0], bins=edges)[0].tolist()

@@ -17,7 +17,6 @@ __all__ = ["IGNORE", "PixelAP", "PixelAPResult", "pixel_ap"]
 
 #: Mask value of pixels left out of PxAP.
 IGNORE = 255
-_FOREGROUND_BIT = np.uint64(1 << 63)
 _ALLOWED_LABELS = np.zeros(256, dtype=bool)
 _ALLOWED_LABELS[[0, 1, IGNORE]] = True
 
@@ -99,12 +98,30 @@ class PixelAP(CountingState):
         grid = threshold_grid(0.01) if thresholds is None else thresholds
         self.thresholds = as_thresholds(grid, "thresholds")
         self._edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
-        edge_bits = np.ascontiguousarray(self._edges).view(np.uint64)
-        self._edge_keys = np.concatenate([edge_bits, edge_bits | _FOREGROUND_BIT])
-        self._label_bits = np.zeros(256, dtype=np.uint64)
-        self._label_bits[1] = _FOREGROUND_BIT
-        self._label_bits[IGNORE] = np.iinfo(np.uint64).max
+        steps = np.diff(self.thresholds)
+        uniform = steps.size > 0 and bool(np.all(np.abs(steps - steps[0]) <= 1e-9 * steps[0]))
+        self._step: float | None = float(steps[0]) if uniform else None
+        # Mask value -> start of its count block in update() (+1: slot 0 is "below edge 0").
+        self._label_offsets = np.zeros(256, dtype=np.intp)
+        self._label_offsets[[0, 1, IGNORE]] = np.array([0, 1, 2]) * (self._edges.size) + 1
         super().__init__()
+
+    def _bin_index(self, scores: np.ndarray) -> np.ndarray:
+        """Bin of each score in [0, 1]: ``i`` with ``edges[i] <= score < edges[i + 1]``
+        (numpy.histogram's left-closed bins), or -1 below the first edge."""
+        edges = self._edges
+        last = edges.size - 2
+        if self._step is None:
+            return np.searchsorted(edges, scores, side="right") - 1
+        # Evenly spaced thresholds: the arithmetic guess is at most one bin off (the grid's
+        # floats differ from exact multiples of the step by rounding only), and one correction
+        # against the real edges makes it exact. A score below the first edge ends at -1;
+        # edges[last + 1] (3.0) is never reached by scores in [0, 1].
+        index = ((scores - edges[0]) / self._step).astype(np.intp)
+        np.clip(index, 0, last, out=index)
+        index -= scores < edges[index]
+        index += scores >= edges[index + 1]
+        return index
 
     def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         bins = self.thresholds.size + 2
@@ -125,18 +142,18 @@ class PixelAP(CountingState):
         """
         maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
         labels = as_masks(masks, maps.shape if maps.ndim == 3 else (1, *maps.shape))
-        # One sort per map instead of a histogram per label: the bit patterns of non-negative
-        # float64 values order like the values, so key = bits(score) | (label 1 -> top bit)
-        # sorts background scores, then foreground scores; ignored pixels get the largest key.
-        # Counting keys between consecutive edge keys gives numpy.histogram's bins exactly.
-        edges = self._edges.size
+        # Per map (a working set that stays in cache), one bincount over (label block, bin):
+        # blocks of bins + 1 slots for background, foreground and ignored pixels; slot 0 of a
+        # block takes the scores below the first edge, which numpy.histogram drops.
+        bins = self._edges.size - 1
+        block = bins + 1
+        counts = np.zeros(3 * block, dtype=np.int64)
         for scores, label in zip(maps.reshape(labels.shape), labels, strict=True):
-            keys = (scores.ravel() + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into +0.0
-            keys |= self._label_bits[label.ravel()]
-            keys.sort()
-            positions = np.searchsorted(keys, self._edge_keys, side="left")
-            self._state["background"] += np.diff(positions[:edges])
-            self._state["foreground"] += np.diff(positions[edges:])
+            index = self._bin_index(scores.reshape(-1))
+            index += self._label_offsets[label.reshape(-1)]
+            counts += np.bincount(index, minlength=3 * block)
+        self._state["background"] += counts[1:block]
+        self._state["foreground"] += counts[block + 1:2 * block]
         self._state["num_images"] += labels.shape[0]
 
     def compute(self) -> PixelAPResult:
