@@ -119,17 +119,9 @@ def _demo_config() -> dict | None:
 
 def demo_report_section() -> str | None:
     """``docs/demo/report.md`` shifted one heading level down, links made relative to docs/."""
-    report = DEMO_DIR / "report.md"
-    if not report.is_file():
-        return None
-    lines = report.read_text(encoding="utf-8").splitlines()
-    if lines and lines[0].startswith("# "):
-        lines = lines[1:]
-    text = "\n".join(("#" + line) if line.startswith("#") else line for line in lines)
-    text = re.sub(r"\]\((?!https?:|/)([^)]+)\)", r"](demo/\1)", text)
     config = _demo_config()
     command = demo_command(config) if config is not None else "camkit demo --out docs/demo"
-    return f"Command: `{command}`.\n\n" + text.strip()
+    return demo_study_section("demo", "report.md", command, levels=1)
 
 
 #: Further demo runs published in docs/benchmarks.md: marker name → (folder, file, command).
@@ -143,15 +135,16 @@ DEMO_STUDIES = {
 }
 
 
-def demo_study_section(folder: str, name: str, command: str) -> str | None:
-    """A demo report or seed summary, headings shifted down two levels, links into docs/."""
+def demo_study_section(folder: str, name: str, command: str, levels: int = 2) -> str | None:
+    """A demo report or seed summary without its title, headings shifted down ``levels``
+    levels, links made relative to docs/; ``None`` when the file does not exist."""
     path = REPO / "docs" / folder / name
     if not path.is_file():
         return None
     lines = path.read_text(encoding="utf-8").splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    text = "\n".join(("##" + line) if line.startswith("#") else line for line in lines)
+    text = "\n".join(("#" * levels + line) if line.startswith("#") else line for line in lines)
     text = re.sub(r"\]\((?!https?:|/)([^)]+)\)", rf"]({folder}/\1)", text)
     return f"Command: `{command}`.\n\n" + text.strip()
 

@@ -19,6 +19,7 @@ from camkit.localizer import Localizer
 from camkit.metrics import BoxAccuracy, LocalizationAccuracy, PixelAP
 
 from ._model import to_input
+from ._train import capture_outputs
 
 __all__ = ["METHODS", "Evaluation", "evaluate"]
 
@@ -128,15 +129,9 @@ def evaluate(
     correct = 0
     first = next(iter(handles.values()))
     bar = ProgressBar(-(-count // batch_size), "evaluate", enabled=progress)
-    captured: list[Tensor] = []
-    hook = None
-    if studies:
-        if feature_module is None or classifier_weight is None:
-            raise ValueError("ablations need feature_module and classifier_weight")
-        hook = feature_module.register_forward_hook(
-            lambda _m, _i, out: captured.append(out.detach())
-        )
-    try:
+    if studies and (feature_module is None or classifier_weight is None):
+        raise ValueError("ablations need feature_module and classifier_weight")
+    with capture_outputs(feature_module if studies else None) as captured, bar:
         for begin in range(0, count, batch_size):
             index = torch.arange(begin, min(begin + batch_size, count))
             x = to_input(split["images"][index])
@@ -153,10 +148,6 @@ def evaluate(
                                         first, ablation_banks or {}, ablation_iterations,
                                         size, split, index)
             bar.update()
-    finally:
-        if hook is not None:
-            hook.remove()
-        bar.close()
     ablation = None
     if studies:
         ablation = {key: {"max_box_acc_v2": meter.compute().max_box_acc_v2}

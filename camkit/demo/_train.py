@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,21 @@ from camkit.cam import class_activation_map
 from camkit.cream import ContextEmbeddingBank
 from camkit.localizer import Localizer
 
-__all__ = ["TrainingLog", "render_split", "train"]
+__all__ = ["TrainingLog", "capture_outputs", "render_split", "train"]
+
+
+@contextmanager
+def capture_outputs(module: nn.Module | None) -> Iterator[list[Tensor]]:
+    """Collect ``module``'s (detached) outputs while the block runs; the hook is removed on
+    exit, also after an exception. ``None`` collects nothing."""
+    outputs: list[Tensor] = []
+    handle = None if module is None else module.register_forward_hook(
+        lambda _m, _i, out: outputs.append(out.detach()))
+    try:
+        yield outputs
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 @dataclass
@@ -80,18 +95,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
     )
-    captured: list[Tensor] = []
-    handle = None
-    if extra_banks:
-        if feature_module is None or classifier_weight is None:
-            raise ValueError("extra_banks need feature_module and classifier_weight")
-        handle = feature_module.register_forward_hook(
-            lambda _m, _i, out: captured.append(out.detach())
-        )
+    if extra_banks and (feature_module is None or classifier_weight is None):
+        raise ValueError("extra_banks need feature_module and classifier_weight")
     log = TrainingLog([], [], 0.0)
     start = time.perf_counter()
     bar = ProgressBar(epochs * steps_per_epoch, "train", enabled=progress)
-    try:
+    with capture_outputs(feature_module if extra_banks else None) as captured, bar:
         model.train()
         for _ in range(epochs):
             order = torch.randperm(count, generator=generator)
@@ -120,10 +129,6 @@ def train(
                 bar.set_postfix(f"loss {loss.item():.3f}")
             log.loss.append(total_loss / count)
             log.accuracy.append(100.0 * correct / count)
-    finally:
-        if handle is not None:
-            handle.remove()
-        bar.close()
     model.eval()
     log.seconds = time.perf_counter() - start
     return log
