@@ -21,7 +21,7 @@ from camkit.metrics import BoxAccuracy, LocalizationAccuracy, PixelAP
 from ._model import to_input
 from ._train import capture_outputs
 
-__all__ = ["METHODS", "Evaluation", "evaluate"]
+__all__ = ["METHODS", "Evaluation", "evaluate", "method_of"]
 
 #: Table name → (``Localizer`` method, fixed-threshold rule of its GT-known / top-1 figures).
 METHODS: dict[str, tuple[str, str]] = {
@@ -29,6 +29,29 @@ METHODS: dict[str, tuple[str, str]] = {
     "RCAM": ("rcam", "pas"),
     "CREAM": ("cream", "max"),
 }
+
+
+def method_of(name: str) -> tuple[str, str]:
+    """(method, rule) of a table name; a variant such as ``"RCAM+TAP"`` is its base's."""
+    return METHODS[name.split("+")[0]]
+
+
+@dataclass
+class _Targets:
+    """Ground truth of one evaluation batch, converted once for every method."""
+
+    boxes: list[np.ndarray]
+    part_boxes: list[np.ndarray]
+    masks: Tensor
+    part_masks: Tensor
+    labels: Tensor
+
+    @classmethod
+    def of(cls, split: dict[str, Tensor], index: Tensor) -> _Targets:
+        return cls(boxes=[box[None].numpy() for box in split["boxes"][index]],
+                   part_boxes=[box[None].numpy() for box in split["part_boxes"][index]],
+                   masks=split["masks"][index], part_masks=split["part_masks"][index],
+                   labels=split["labels"][index])
 
 
 @dataclass
@@ -40,16 +63,12 @@ class _MethodMeters:
     focus_sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
     focus_counts: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
-    def update(self, scoremaps: Tensor, logits: Tensor, split: dict[str, Tensor],
-               index: Tensor) -> None:
-        boxes = [box[None].numpy() for box in split["boxes"][index]]
-        part_boxes = [box[None].numpy() for box in split["part_boxes"][index]]
-        masks = split["masks"][index]
-        parts = split["part_masks"][index]
-        self.boxes.update(scoremaps, boxes)
-        self.part_boxes.update(scoremaps, part_boxes)
+    def update(self, scoremaps: Tensor, logits: Tensor, targets: _Targets) -> None:
+        masks, parts = targets.masks, targets.part_masks
+        self.boxes.update(scoremaps, targets.boxes)
+        self.part_boxes.update(scoremaps, targets.part_boxes)
         self.pixels.update(scoremaps, masks.to(torch.uint8))
-        self.localization.update(scoremaps, boxes, logits, split["labels"][index])
+        self.localization.update(scoremaps, targets.boxes, logits, targets.labels)
         # Mean score on the discriminative part, on the rest of the object, on background.
         regions = (parts, masks & ~parts, ~masks)
         for slot, region in enumerate(regions):
@@ -73,11 +92,15 @@ class _MethodMeters:
         }
 
 
+def _box_meter(grid: np.ndarray) -> BoxAccuracy:
+    """MaxBoxAccV2: IoU 0.3, 0.5 and 0.7, every contour."""
+    return BoxAccuracy(thresholds=grid, iou_thresholds=(0.3, 0.5, 0.7), multi_contour=True)
+
+
 def _meters(grid: np.ndarray, rule: str) -> _MethodMeters:
     return _MethodMeters(
-        boxes=BoxAccuracy(thresholds=grid, iou_thresholds=(0.3, 0.5, 0.7), multi_contour=True),
-        part_boxes=BoxAccuracy(thresholds=grid, iou_thresholds=(0.3, 0.5, 0.7),
-                               multi_contour=True),
+        boxes=_box_meter(grid),
+        part_boxes=_box_meter(grid),
         pixels=PixelAP(thresholds=grid),
         localization=LocalizationAccuracy(rule=rule),
     )
@@ -118,16 +141,12 @@ def evaluate(
     """
     start = time.perf_counter()
     grid = threshold_grid(cam_curve_interval)
-    meters = {name: _meters(grid, rule) for name, (_, rule) in handles_rules(handles).items()}
-    studies: dict[str, BoxAccuracy] = {}
-    if ablation_iterations:
-        studies.update({f"T={t}": _meters(grid, "max").boxes for t in ablation_iterations})
-    if ablation_banks:
-        studies.update({f"lambda={m:g}": _meters(grid, "max").boxes for m in ablation_banks})
+    meters = {name: _meters(grid, method_of(name)[1]) for name in handles}
+    studies = {f"T={t}": _box_meter(grid) for t in ablation_iterations}
+    studies.update({f"lambda={m:g}": _box_meter(grid) for m in ablation_banks or {}})
     count = split["images"].shape[0]
     size = tuple(split["images"].shape[-2:])
     correct = 0
-    first = next(iter(handles.values()))
     bar = ProgressBar(-(-count // batch_size), "evaluate", enabled=progress)
     if studies and (feature_module is None or classifier_weight is None):
         raise ValueError("ablations need feature_module and classifier_weight")
@@ -135,18 +154,18 @@ def evaluate(
         for begin in range(0, count, batch_size):
             index = torch.arange(begin, min(begin + batch_size, count))
             x = to_input(split["images"][index])
-            labels = split["labels"][index]
+            targets = _Targets.of(split, index)
             for position, (name, loc) in enumerate(handles.items()):
-                method = METHODS[name.split("+")[0]][0]
                 captured.clear()
-                result = loc.localize(x, labels=labels, method=method, boxes=False)
-                meters[name].update(result.scoremaps, result.logits, split, index)
+                result = loc.localize(x, labels=targets.labels, method=method_of(name)[0],
+                                      boxes=False)
+                meters[name].update(result.scoremaps, result.logits, targets)
                 if position == 0:
-                    correct += int((result.logits.argmax(1) == labels).sum())
+                    correct += int((result.logits.argmax(1) == targets.labels).sum())
                     if studies and captured:
-                        _update_studies(studies, captured[-1], classifier_weight(), labels,
-                                        first, ablation_banks or {}, ablation_iterations,
-                                        size, split, index)
+                        _update_studies(studies, captured[-1], classifier_weight(), loc,
+                                        ablation_banks or {}, ablation_iterations, size,
+                                        targets)
             bar.update()
     ablation = None
     if studies:
@@ -161,16 +180,11 @@ def evaluate(
     )
 
 
-def handles_rules(handles: dict[str, Localizer]) -> dict[str, tuple[str, str]]:
-    """Table name → (method, rule) for the given handles (``"RCAM+TAP"`` is RCAM's)."""
-    return {name: METHODS[name.split("+")[0]] for name in handles}
-
-
 def _update_studies(studies: dict[str, BoxAccuracy], features: Tensor, weight: Tensor,
-                    labels: Tensor, loc: Localizer, banks: dict[float, ContextEmbeddingBank],
+                    loc: Localizer, banks: dict[float, ContextEmbeddingBank],
                     iterations: tuple[int, ...], size: tuple[int, ...],
-                    split: dict[str, Tensor], index: Tensor) -> None:
-    boxes = [box[None].numpy() for box in split["boxes"][index]]
+                    targets: _Targets) -> None:
+    labels, boxes = targets.labels, targets.boxes
     cam = class_activation_map(features, weight, labels)
     for t in iterations:
         if t == 0:

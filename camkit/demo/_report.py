@@ -14,7 +14,7 @@ from camkit import viz
 from camkit._io import write_json_atomic, write_text_atomic
 from camkit.localizer import Localizer
 
-from ._evaluate import METHODS
+from ._evaluate import method_of
 from ._model import to_input
 
 __all__ = ["format_table", "write_outputs", "write_seed_summary"]
@@ -63,7 +63,7 @@ def _overlay_grid(handles: dict[str, Localizer], split: dict[str, Tensor],
           for img, box in zip(images, split["boxes"][index], strict=True)]
     columns.append(gt)
     for name, loc in handles.items():
-        result = loc.localize(x, labels=labels, method=METHODS[name.split("+")[0]][0])
+        result = loc.localize(x, labels=labels, method=method_of(name)[0])
         column = []
         for b in range(len(index)):
             panel = viz.overlay_heatmap(images[b], result.scoremaps[b], alpha=0.5)
