@@ -22,37 +22,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
 README = REPO / "README.md"
 DEMO_DIR = REPO / "docs" / "demo"
+sys.path.insert(0, str(REPO))
+
+from camkit._io import write_text_atomic  # noqa: E402
 
 #: Arguments of each script: about two minutes each on two loaded cores.
 METRICS_ARGS = "--images 60 --images-fine 20 --repeat 3 --workers 2"
 EM_ARGS = "--repeats 15"
 
 _BLOCK = re.compile(r"<!-- markdown:start -->\n(.*?)\n<!-- markdown:end -->", re.DOTALL)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Replace ``path`` with ``data`` through a temporary file in the same folder."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def replace_section(text: str, name: str, body: str) -> str:
@@ -88,7 +76,6 @@ def run_script(script: str, arguments: str) -> str:
 
 def demo_command(config: dict) -> str:
     """The ``camkit demo`` command line that gives ``config`` (from ``results.json``)."""
-    sys.path.insert(0, str(REPO))
     from camkit.demo import DemoConfig
 
     # JSON turns tuples into lists: compare both sides through JSON.
@@ -154,7 +141,6 @@ def demo_readme_section() -> str | None:
     results_file = DEMO_DIR / "results.json"
     if not results_file.is_file():
         return None
-    sys.path.insert(0, str(REPO))
     from camkit.demo._report import format_table
 
     results = json.loads(results_file.read_text(encoding="utf-8"))
@@ -209,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run_all: docs/{folder}/{name} not found; {marker} section left as it is")
         else:
             text = replace_section(text, marker, section)
-    write_atomic(BENCHMARKS_MD, text)
+    write_text_atomic(BENCHMARKS_MD, text)
     print(f"wrote {BENCHMARKS_MD.relative_to(REPO)}")
 
     readme = demo_readme_section()
     if readme is not None:
-        write_atomic(README, replace_section(README.read_text(encoding="utf-8"),
+        write_text_atomic(README, replace_section(README.read_text(encoding="utf-8"),
                                              "demo-readme", readme))
         print(f"wrote {README.relative_to(REPO)}")
     else:
