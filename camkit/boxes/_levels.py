@@ -25,6 +25,9 @@ import numpy as np
 
 _EMPTY_KEY = 256  # "no pixel kept": larger than every uint8 value
 _VECTORIZE_ABOVE = 12  # contour count above which bounding rectangles are computed in bulk
+#: Distinct sets above which the component trees replace most per-set contour searches: their
+#: cost is a few passes over the pixels, about that of this many searches on typical maps.
+_TREE_ABOVE = 120
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,31 @@ def _bounding_rects(contours: list[np.ndarray] | tuple[np.ndarray, ...]) -> list
     return np.column_stack([low, high - low + 1]).tolist()
 
 
-def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool) -> LevelBoxes:
+def _search_contours(q: np.ndarray, value: int, bounds: list[int], multi_contour: bool) -> list:
+    """``(x, y, w, h)`` of the contours of ``{q >= value}`` (of the largest one in single mode),
+    searched on the set's bounding crop, in crop coordinates."""
+    import cv2
+
+    y0, y1, x0, x1 = bounds
+    binary = (q[y0:y1, x0:x1] >= value).view(np.uint8)
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if not multi_contour and len(contours) > 1:
+        contours = [max(contours, key=cv2.contourArea)]
+    return _bounding_rects(contours)
+
+
+def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
+                scoremap: np.ndarray | None = None) -> LevelBoxes:
     """Boxes of ``{q > L}`` for each ``L`` in ``levels`` (the protocol's contour procedure).
 
     Args:
         q: ``(H, W)`` uint8 quantized map, C-contiguous.
         levels: ``(T,)`` int64 levels ``int(t * max(q))``.
         multi_contour: every contour (outer and hole) or the single largest one.
+        scoremap: the float64 map ``q`` came from. With it and more than ``_TREE_ABOVE``
+            distinct sets, the component trees (``camkit.boxes._trees``) give the boxes of
+            most sets; boxes within a set are then in no particular order. Without it, boxes
+            are in ``cv2.findContours``' order.
     """
     import cv2
 
@@ -105,34 +126,42 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool) -> Le
     unique_keys, set_of_threshold = np.unique(keys, return_inverse=True)
     kept = unique_keys[unique_keys != _EMPTY_KEY]
     top, bottom, left, right = _crop_bounds(q, kept)
-
-    rects: list = []
-    origins: list[tuple[int, int]] = []
-    counts: list[int] = []
     bounds = np.stack([top, bottom + 1, left, right + 1], axis=1).tolist()
-    find_contours, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
-    for value, (y0, y1, x0, x1) in zip(kept.tolist(), bounds, strict=True):
-        binary = (q[y0:y1, x0:x1] >= value).view(np.uint8)
-        contours = find_contours(binary, tree, simple)[0]
-        if not multi_contour and len(contours) > 1:
-            contours = [max(contours, key=cv2.contourArea)]
-        block = _bounding_rects(contours)
+    kept_list = kept.tolist()
+
+    if scoremap is not None and kept.size > _TREE_ABOVE:
+        from camkit.boxes._trees import tree_level_boxes
+
+        tree_level, tree_boxes, search = tree_level_boxes(scoremap, q, kept, multi_contour)
+    else:
+        tree_level = np.zeros(0, dtype=np.int64)
+        tree_boxes = np.zeros((0, 4), dtype=np.int64)
+        search = np.arange(kept.size)
+    rects: list = []
+    counts: list[int] = []
+    for index in search.tolist():
+        block = _search_contours(q, kept_list[index], bounds[index], multi_contour)
         rects.extend(block)
-        origins.append((x0, y0))
         counts.append(len(block))
 
-    if kept.size:
+    if rects:
         xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
-        shift = np.repeat(np.asarray(origins, dtype=np.int64), counts, axis=0)
-        x_min, y_min = xywh[:, 0] + shift[:, 0], xywh[:, 1] + shift[:, 1]
-        boxes = np.column_stack([
+        origin = np.repeat(np.asarray(bounds, dtype=np.int64)[search][:, [2, 0]], counts, axis=0)
+        x_min, y_min = xywh[:, 0] + origin[:, 0], xywh[:, 1] + origin[:, 1]
+        searched = np.column_stack([
             x_min, y_min,
             np.minimum(x_min + xywh[:, 2], width - 1),
             np.minimum(y_min + xywh[:, 3], height - 1),
         ])
     else:
-        boxes = np.zeros((0, 4), dtype=np.int64)
-    sizes = np.asarray(counts, dtype=np.int64)
+        searched = np.zeros((0, 4), dtype=np.int64)
+    searched_level = np.repeat(search.astype(np.int64), counts)
+    level = np.concatenate([tree_level, searched_level])
+    boxes = np.concatenate([tree_boxes, searched])
+    if tree_level.size:  # the tree's levels come unsorted, then the searched ones
+        order = np.argsort(level, kind="stable")
+        level, boxes = level[order], boxes[order]
+    sizes = np.bincount(level, minlength=kept.size)
     if kept.size < unique_keys.size:  # the empty set sorts last: one (0, 0, 0, 0) box
         boxes = np.concatenate([boxes, np.zeros((1, 4), dtype=np.int64)])
         sizes = np.append(sizes, 1)

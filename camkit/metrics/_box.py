@@ -22,7 +22,8 @@ def best_iou_at_thresholds(
 ) -> np.ndarray:
     """``(T,)`` best IoU between the boxes of a float64 map at each threshold and ``gt_boxes``."""
     q = quantize(scoremap)
-    level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour)
+    level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour,
+                        scoremap=scoremap)
     return best_iou_per_threshold(level, gt_boxes)
 
 

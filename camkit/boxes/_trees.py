@@ -1,0 +1,322 @@
+"""Boxes of every level set of a map from its two component trees, without a contour search.
+
+For a quantized map ``q`` and kept values ``v_0 < ... < v_{n-1}``, the protocol's boxes at
+``v_j`` come from the contours of ``S_j = {q >= v_j}``. They are, exactly:
+
+* one box per 8-connected component of ``S_j`` (its outer contour): the pixel bounding box
+  ``(x0, y0, x1 + 1, y1 + 1)``, then the ``W - 1`` / ``H - 1`` clamp;
+* one box per 4-connected component of the complement ``{q < v_j}`` that touches no image edge
+  (a hole contour, traced on the surrounding pixels): the pixel bounding box grown by one
+  pixel, ``(x0 - 1, y0 - 1, x1 + 2, y1 + 2)``, then the clamp.
+
+Both families are read off component trees, built once per map:
+
+1. **Basins.** Every pixel follows its highest 8-neighbour (lowest 4-neighbour for the
+   complement) on the *float* map while that neighbour is strictly better. Paths are strictly
+   monotone in the float values, hence monotone in ``q`` (truncation is monotone), so a pixel in
+   a level set reaches its basin's extremum without leaving the set: each basin's part of a
+   level set is connected. Extrema with equal float values that touch form one basin.
+2. **Basin graph.** Two basins are joined in a level set when two adjacent pixels, one in each,
+   are both in it. Sorting the joins by the level at which they appear (Kruskal) gives the
+   dendrogram of the level sets' components; with the image frame as one more node, the
+   complement's components that reach it are the outside, not holes.
+3. **Boxes.** A basin's bounding box within each level set is a cumulative min/max over its
+   pixels grouped by level; a component's box is the min/max over its basins, which the
+   dendrogram lays out contiguously, so one ``reduceat`` serves all components at all levels.
+
+The cost is a few passes over the pixels plus a loop over basin joins, whatever the number of
+levels; ``level_tree_boxes`` tells the caller when that loop would be long (noisy maps), where
+the per-level contour search is cheaper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Empty-set entry of the min-reduced box tables ``[x0, y0, -x1, -y1]``.
+_EMPTY = np.iinfo(np.int32).max
+_ROW_KERNEL = np.ones((1, 3), np.uint8)
+_COLUMN_KERNEL = np.ones((3, 1), np.uint8)
+#: Shifts pairing each pixel with its forward neighbours (every adjacent pair once).
+_PAIRS_8 = ((0, 1), (1, 0), (1, 1), (1, -1))
+_PAIRS_4 = ((0, 1), (1, 0))
+#: With every contour, levels with holes are searched one by one up to this many; past it the
+#: hole tree (about the cost of the outer one) is cheaper.
+_SEARCH_HOLE_LEVELS_UP_TO = 48
+
+
+def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """Flat basin index of every pixel and the number of basins.
+
+    ``connectivity=8``: ascent to the highest 8-neighbour; ``4``: descent to the lowest
+    4-neighbour. Touching extrema of equal value share a basin.
+    """
+    import cv2
+
+    height, width = values.shape
+    flat = np.arange(height * width).reshape(height, width)
+    if connectivity == 8:  # separable: best of each row triple, then of three row bests
+        row_best = cv2.dilate(values, _ROW_KERNEL)
+        best = cv2.dilate(row_best, _COLUMN_KERNEL)
+        column_step = np.ones((height, width), np.intp)  # to the row best: right by default
+        column_step[:, 1:][values[:, :-1] == row_best[:, 1:]] = -1
+        column_step[values == row_best] = 0
+        row_step = np.full((height, width), width, np.intp)  # to the best row: below by default
+        row_step[1:][row_best[:-1] == best[1:]] = -width
+        row_step[row_best == best] = 0
+        target = flat + row_step
+        parent = target + np.take(column_step, target)
+    else:  # the 4-neighbourhood: best of the row triple or of the column triple
+        row_best = cv2.erode(values, _ROW_KERNEL)
+        best = np.minimum(row_best, cv2.erode(values, _COLUMN_KERNEL))
+        step = np.full((height, width), width, np.intp)  # below by default
+        step[1:][values[:-1] == best[1:]] = -width
+        sideways = np.ones((height, width), np.intp)
+        sideways[:, 1:][values[:, :-1] == best[:, 1:]] = -1
+        np.copyto(step, sideways, where=row_best == best)
+        parent = flat + step
+    extremum = values == best
+    parent = np.where(extremum, flat, parent).ravel()
+    while True:  # pointer jumping: every pixel ends on its extremum
+        grand = np.take(parent, parent)
+        if np.array_equal(grand, parent):
+            break
+        parent = grand
+    count, labels = cv2.connectedComponents(extremum.view(np.uint8), connectivity=connectivity,
+                                            ltype=cv2.CV_32S)
+    return np.take(labels.ravel(), parent) - 1, count - 1
+
+
+def _leaf_tables(entry: np.ndarray, basin: np.ndarray, count: int, width: int,
+                 times: int) -> np.ndarray:
+    """``(4, count, times)`` int32 ``x0, y0, -x1, -y1`` of each basin's pixels with
+    ``entry <= t`` (``_EMPTY`` where there are none): all four are minima."""
+    keys = basin.astype(np.int64) * (times + 1) + entry  # entry == times: never present
+    size = count * (times + 1)
+    order = np.argsort(keys.astype(np.uint16) if size <= 0xFFFF else keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    y, x = np.divmod(order.astype(np.int32), np.int32(width))
+    table = np.full((4, size), _EMPTY, dtype=np.int32)
+    slots = keys[starts]
+    table[0, slots] = np.minimum.reduceat(x, starts)
+    table[1, slots] = np.minimum.reduceat(y, starts)
+    table[2, slots] = -np.maximum.reduceat(x, starts)
+    table[3, slots] = -np.maximum.reduceat(y, starts)
+    table = table.reshape(4, count, times + 1)[:, :, :times]
+    return np.minimum.accumulate(table, axis=2)
+
+
+def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
+           connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Basin pairs ``(a, b)`` and the first time ``t`` at which two adjacent pixels of theirs
+    are both present, one row per pair, sorted by ``t``."""
+    height, width = entry.shape
+    grid = basin.reshape(height, width)
+    found = []
+    for dy, dx in _PAIRS_8 if connectivity == 8 else _PAIRS_4:
+        x_from, x_to = max(0, -dx), width - max(0, dx)
+        a = grid[0:height - dy, x_from:x_to]
+        b = grid[dy:height, x_from + dx:x_to + dx]
+        t = np.maximum(entry[0:height - dy, x_from:x_to], entry[dy:height, x_from + dx:x_to + dx])
+        keep = (a != b) & (t < times)
+        a, b, t = a[keep].astype(np.int64), b[keep].astype(np.int64), t[keep]
+        found.append((np.minimum(a, b) * count + np.maximum(a, b)) * 256 + t)
+    keys = np.sort(np.concatenate(found))
+    pair = keys >> 8
+    first = np.concatenate(([True], pair[1:] != pair[:-1])) if keys.size else keys.astype(bool)
+    keys = keys[first]
+    keys = keys[np.argsort(keys & 0xFF, kind="stable")]
+    pair = keys >> 8
+    return pair // count, pair % count, keys & 0xFF
+
+
+def _frame_joins(entry: np.ndarray, basin: np.ndarray, count: int,
+                 times: int) -> tuple[np.ndarray, np.ndarray]:
+    """Basins that touch the image edge and the first time one of their edge pixels is present."""
+    height, width = entry.shape
+    grid = basin.reshape(height, width)
+    edge_basin = np.concatenate([grid[0], grid[-1], grid[:, 0], grid[:, -1]]).astype(np.int64)
+    edge_time = np.concatenate([entry[0], entry[-1], entry[:, 0], entry[:, -1]]).astype(np.int64)
+    keys = np.sort(edge_basin[edge_time < times] * 256 + edge_time[edge_time < times])
+    first = np.concatenate(([True], (keys[1:] >> 8) != (keys[:-1] >> 8))) if keys.size else \
+        keys.astype(bool)
+    return keys[first] >> 8, keys[first] & 0xFF
+
+
+def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_time: np.ndarray,
+                times: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kruskal over the basin joins.
+
+    Returns, for every node (leaves first, then one per merge): birth and death time (the
+    node is a component of the level set for ``birth <= t < death``), first position and
+    size of its leaves in the returned leaf order, and the leaf order.
+    """
+    leaves = birth.size
+    union = list(range(leaves))
+    node_of_root = list(range(leaves))
+    head, tail = list(range(leaves)), list(range(leaves))
+    following = [-1] * leaves
+    births = birth.tolist()
+    deaths = [times] * leaves
+    first_leaf = list(range(leaves))
+    size = [1] * leaves
+
+    def find(item: int) -> int:
+        root = item
+        while union[root] != root:
+            root = union[root]
+        while union[item] != root:
+            union[item], item = root, union[item]
+        return root
+
+    for a, b, t in zip(join_a.tolist(), join_b.tolist(), join_time.tolist(), strict=True):
+        root_a, root_b = find(a), find(b)
+        if root_a == root_b:
+            continue
+        node_a, node_b = node_of_root[root_a], node_of_root[root_b]
+        node = len(births)
+        births.append(t)
+        deaths.append(times)
+        deaths[node_a] = deaths[node_b] = t
+        first_leaf.append(head[root_a])
+        size.append(size[node_a] + size[node_b])
+        following[tail[root_a]] = head[root_b]  # b's leaves follow a's
+        union[root_b] = root_a
+        tail[root_a] = tail[root_b]
+        node_of_root[root_a] = node
+
+    order = []
+    for root in range(leaves):
+        if union[root] == root:
+            leaf = head[root]
+            while leaf != -1:
+                order.append(leaf)
+                leaf = following[leaf]
+    leaf_order = np.asarray(order, dtype=np.int64)
+    position = np.empty(leaves, dtype=np.int64)
+    position[leaf_order] = np.arange(leaves)
+    return (np.asarray(births, dtype=np.int64), np.asarray(deaths, dtype=np.int64),
+            position[np.asarray(first_leaf, dtype=np.int64)], np.asarray(size, dtype=np.int64),
+            leaf_order)
+
+
+def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, times: int,
+                     frame: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel bounding boxes of the components of every set ``{entry <= t}``, ``0 <= t < times``.
+
+    Components are 8- or 4-connected; with ``frame`` the components touching the image edge
+    are left out. Returns ``(t, boxes)``: ``(N,)`` times and ``(N, 4)`` inclusive
+    ``x0, y0, x1, y1``, sorted by time.
+    """
+    width = entry.shape[1]
+    basin, count = _basins(values, connectivity)
+    flat_entry = entry.ravel()
+    tables = _leaf_tables(flat_entry, basin, count, width, times)
+    present = tables[0] != _EMPTY
+    birth = np.where(present.any(axis=1), present.argmax(axis=1), times)
+    join_a, join_b, join_time = _joins(entry, basin, count, times, connectivity)
+    if frame:  # one more leaf, the outside, joined by the basins that reach the image edge
+        edge_basin, edge_time = _frame_joins(entry, basin, count, times)
+        outside = count
+        birth = np.append(birth, 0)
+        join_a = np.concatenate([join_a, edge_basin])
+        join_b = np.concatenate([join_b, np.full(edge_basin.size, outside)])
+        join_time = np.concatenate([join_time, edge_time])
+        order = np.argsort(join_time, kind="stable")
+        join_a, join_b, join_time = join_a[order], join_b[order], join_time[order]
+        tables = np.concatenate([tables, np.full((4, 1, times), _EMPTY, np.int32)], axis=1)
+    births, deaths, first, size, leaf_order = _dendrogram(birth, join_a, join_b, join_time, times)
+    alive = births < deaths
+    lifetimes = deaths[alive] - births[alive]
+    node = np.repeat(np.flatnonzero(alive), lifetimes)
+    t = np.arange(node.size) - np.repeat(np.cumsum(lifetimes) - lifetimes, lifetimes) + births[node]
+    leaves = leaf_order.size
+    starts = t * leaves + first[node]
+    order = np.argsort(starts, kind="stable")
+    node, t, starts = node[order], t[order], starts[order]
+    # Leaves laid out time-major in dendrogram order: the leaves of each component alive at t
+    # are one run, followed only by leaves absent at t (empty entries), so one reduceat each.
+    by_time = tables[:, leaf_order].transpose(0, 2, 1).reshape(4, -1)
+    reduced = np.minimum.reduceat(by_time, starts, axis=1) if starts.size else \
+        np.zeros((4, 0), np.int32)
+    if frame:  # drop the outside: every node whose leaves include it
+        position_outside = int(np.flatnonzero(leaf_order == count)[0])
+        inside = (first[node] > position_outside) | (first[node] + size[node] <= position_outside)
+        t, reduced = t[inside], reduced[:, inside]
+    boxes = np.stack([reduced[0], reduced[1], -reduced[2], -reduced[3]], axis=1)
+    return t, boxes.astype(np.int64)
+
+
+def euler_numbers(q: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Euler number (8-connected components minus 4-connected holes) of ``{q >= v}`` for each
+    kept value ``v``, from the 2x2 pixel quads of the zero-padded map (Gray's bit quads):
+    ``4 E = n1 - n3 - 2 nD``, counted for every level at once from each quad's sorted values."""
+    padded = np.pad(q, 1)
+    a, b = padded[:-1, :-1].ravel(), padded[:-1, 1:].ravel()
+    c, d = padded[1:, :-1].ravel(), padded[1:, 1:].ravel()
+    # The quad's diagonals are (a, d) and (b, c); sort its four values s1 >= s2 >= s3 >= s4.
+    high_1, low_1 = np.maximum(a, d), np.minimum(a, d)
+    high_2, low_2 = np.maximum(b, c), np.minimum(b, c)
+    s1, s4 = np.maximum(high_1, high_2), np.minimum(low_1, low_2)
+    middle_high, middle_low = np.minimum(high_1, high_2), np.maximum(low_1, low_2)
+    s2, s3 = np.maximum(middle_high, middle_low), np.minimum(middle_high, middle_low)
+    # At level v the quad has one pixel on for s2 < v <= s1, two for s3 < v <= s2 (a diagonal
+    # pair when both of one diagonal beat both of the other), three for s4 < v <= s3.
+    diagonal = (low_1 > high_2) | (low_2 > high_1)
+
+    def starts(values: np.ndarray) -> np.ndarray:  # quads whose interval opens above value
+        return np.bincount(values, minlength=256).astype(np.int64)
+
+    change = (starts(s2) - starts(s1)) - (starts(s4) - starts(s3))
+    change -= 2 * (starts(s3[diagonal]) - starts(s2[diagonal]))
+    # An interval (lo, hi] covers v when lo < v <= hi: shift by one, then accumulate.
+    quarter = np.cumsum(np.concatenate(([0], change[:-1])))
+    return quarter[kept] // 4
+
+
+def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
+                     multi_contour: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The boxes of ``{q >= v}`` for each kept value ``v`` that the component trees settle.
+
+    Args:
+        scoremap: ``(H, W)`` float64 map that ``q`` was quantized from.
+        q: ``(H, W)`` uint8 quantized map.
+        kept: ``(n,)`` strictly increasing values present in ``q`` (``1 <= n <= 255``).
+        multi_contour: every contour, or the one of largest area.
+
+    Returns:
+        ``(level, boxes, search)``: index into ``kept`` of each box (in no particular order),
+        ``(N, 4)`` int64 protocol boxes (clamped); and the
+        levels left to a contour search (none of their boxes is in ``boxes``). Those are, in
+        single-contour mode, the levels with several components (picking one needs contour
+        areas); with every contour, the levels with holes when they are few (a search per
+        level then costs less than the hole tree).
+    """
+    height, width = q.shape
+    levels = kept.size
+    # Level index of each value: q is in S_j exactly for j < below[q].
+    below = np.searchsorted(kept, np.arange(256), side="right")
+    # Outer contours: sets grow as j falls; time = levels - 1 - j, a pixel enters at
+    # levels - below[q] (== levels: never kept).
+    t_outer, outer = _component_boxes((levels - below[q]).astype(np.int16), scoremap, 8,
+                                      levels, frame=False)
+    level = levels - 1 - t_outer
+    boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
+                             np.minimum(outer[:, 3] + 1, height - 1)])
+    components = np.bincount(level, minlength=levels)
+    if not multi_contour:
+        single = components[level] == 1
+        return level[single], boxes[single], np.flatnonzero(components > 1)
+    holes = components - euler_numbers(q, kept)
+    with_holes = np.flatnonzero(holes > 0)
+    if with_holes.size <= _SEARCH_HOLE_LEVELS_UP_TO:
+        plain = holes[level] == 0
+        return level[plain], boxes[plain], with_holes
+    # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
+    t_hole, inner = _component_boxes(below[q].astype(np.int16), scoremap, 4, levels, frame=True)
+    hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
+                                  np.minimum(inner[:, 2] + 2, width - 1),
+                                  np.minimum(inner[:, 3] + 2, height - 1)])
+    return (np.concatenate([level, t_hole]), np.concatenate([boxes, hole_boxes]),
+            np.zeros(0, np.int64))

@@ -1,0 +1,218 @@
+"""camkit.boxes._trees: level-set boxes from component trees, against cv2.findContours."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsol_reference import oracle_boxes, oracle_correct
+
+from camkit.boxes import _levels, _trees, threshold_grid
+from camkit.boxes._levels import level_boxes, quantize, threshold_levels
+from camkit.boxes._trees import euler_numbers
+from camkit.metrics import BoxAccuracy
+
+
+def assert_tree_equals_oracle(scoremap: np.ndarray, thresholds: np.ndarray, multi: bool) -> None:
+    """Per threshold, the tree path's boxes are the oracle's, as multisets (the tree gives
+    a set's boxes in no particular order; BoxAccuracy only takes their best IoU)."""
+    q = quantize(scoremap)
+    level = level_boxes(q, threshold_levels(thresholds, int(q.max())), multi_contour=multi,
+                        scoremap=scoremap)
+    expected = oracle_boxes(scoremap, thresholds, multi)
+    for index, boxes in enumerate(expected):
+        got = level.block(int(level.set_of_threshold[index]))
+        assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, boxes.tolist())), (
+            f"threshold {thresholds[index]}")
+
+
+@pytest.fixture
+def tree_always(monkeypatch):
+    """Use the trees for any number of sets (small test maps have few)."""
+    monkeypatch.setattr(_levels, "_TREE_ABOVE", 0)
+
+
+@pytest.fixture(params=["hole tree", "hole search"])
+def hole_path(request, monkeypatch):
+    """Both ways of finding hole boxes: the complement's tree, or a search per level."""
+    limit = -1 if request.param == "hole tree" else 10**6
+    monkeypatch.setattr(_trees, "_SEARCH_HOLE_LEVELS_UP_TO", limit)
+    return request.param
+
+
+def gaussian(h: int, w: int, cy: float, cx: float, sigma: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-made maps: every rule of the contour procedure
+# ---------------------------------------------------------------------------------------------
+def ring(size: int = 15) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    radius = np.hypot(yy - size // 2, xx - size // 2)
+    return np.clip(1.0 - np.abs(radius - size / 4) / 4, 0, 1)
+
+
+def nested_rings() -> np.ndarray:
+    """A ring, inside it a hole, inside that an island with its own hole."""
+    m = np.zeros((13, 13))
+    m[1:12, 1:12] = 0.9
+    m[3:10, 3:10] = 0.1
+    m[5:8, 5:8] = 0.6
+    m[6, 6] = 0.2
+    return m
+
+
+def lines_and_border() -> np.ndarray:
+    m = np.zeros((9, 11))
+    m[0, :] = 1.0  # a one-pixel line along the top border
+    m[2:8, 5] = 0.7  # a vertical one-pixel line
+    m[4, 0:3] = 0.4  # touching the left border
+    m[8, 10] = 0.5  # a corner pixel
+    m[6, 8], m[7, 9] = 0.6, 0.6  # a diagonal pair: one 8-connected component
+    return m
+
+
+def border_hole() -> np.ndarray:
+    """Background that reaches the image edge is outside, never a hole."""
+    m = np.full((7, 7), 0.8)
+    m[2:5, 0:3] = 0.1  # open to the left edge
+    m[2:4, 4:6] = 0.2  # closed: a hole
+    return m
+
+
+def checkerboard() -> np.ndarray:
+    """Diagonal contacts everywhere: 8-connected foreground, 4-connected holes."""
+    m = (np.indices((8, 9)).sum(axis=0) % 2).astype(np.float64)
+    m[0, :] = 1.0
+    return m
+
+
+def plateaus() -> np.ndarray:
+    rng = np.random.default_rng(4)
+    return rng.integers(0, 4, (12, 14)) / 3.0
+
+
+HAND_MADE = {"ring": ring(), "nested rings": nested_rings(), "lines": lines_and_border(),
+             "border hole": border_hole(), "checkerboard": checkerboard(),
+             "plateaus": plateaus(), "constant": np.full((5, 6), 0.5),
+             "zero": np.zeros((4, 4)), "one pixel": np.ones((1, 1)),
+             "one row": np.linspace(0, 1, 17)[None, :]}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MADE))
+@pytest.mark.parametrize("multi", [True, False])
+def test_hand_made_maps_equal_find_contours(name, multi, tree_always, hole_path):
+    for interval in (0.01, 0.001):
+        assert_tree_equals_oracle(HAND_MADE[name], threshold_grid(interval), multi)
+
+
+def test_hole_box_is_the_hole_grown_by_one_pixel(tree_always, hole_path):
+    m = np.full((10, 12), 0.9)
+    m[3:6, 4:8] = 0.1  # hole pixels x 4..7, y 3..5
+    q = quantize(m)
+    level = level_boxes(q, np.array([100]), multi_contour=True, scoremap=m)
+    boxes = sorted(map(tuple, level.block(0).tolist()))
+    assert boxes == [(0, 0, 11, 9), (3, 2, 9, 7)]  # outer (clamped); hole grown, x1 + w
+
+
+# ---------------------------------------------------------------------------------------------
+# Euler numbers
+# ---------------------------------------------------------------------------------------------
+def contour_euler(q: np.ndarray, value: int) -> int:
+    """Outer contours minus holes of ``{q >= value}``, from findContours' hierarchy depths."""
+    contours, hierarchy = cv2.findContours((q >= value).view(np.uint8), cv2.RETR_TREE,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0
+    parents = hierarchy[0][:, 3]
+    euler = 0
+    for index in range(len(contours)):
+        depth, parent = 0, parents[index]
+        while parent >= 0:
+            depth, parent = depth + 1, parents[parent]
+        euler += 1 if depth % 2 == 0 else -1
+    return euler
+
+
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["levels", "uniform"]))
+def test_euler_numbers_equal_contour_counts(seed, kind):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 16, 2))
+    values = rng.integers(0, 5, shape) * 63 if kind == "levels" else rng.integers(0, 256, shape)
+    q = values.astype(np.uint8)
+    kept = np.flatnonzero(np.bincount(q.ravel(), minlength=256))
+    kept = kept[kept > 0]
+    if kept.size == 0:
+        return
+    expected = [contour_euler(q, int(v)) for v in kept]
+    np.testing.assert_array_equal(euler_numbers(q, kept), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random maps, both hole paths and both modes
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def random_maps(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    height, width = draw(st.integers(2, 28)), draw(st.integers(2, 28))
+    kind = draw(st.sampled_from(["uniform", "levels", "smooth", "noisy smooth"]))
+    if kind == "uniform":
+        return rng.random((height, width))
+    if kind == "levels":
+        return rng.integers(0, draw(st.integers(2, 6)), (height, width)) / 5.0
+    score = sum(rng.uniform(0.2, 1) * gaussian(height, width, *rng.uniform(0, 28, 2),
+                                               rng.uniform(1, 6)) for _ in range(4))
+    if kind == "noisy smooth":
+        score = score + 0.3 * rng.random((height, width))
+    return score / score.max()
+
+
+@settings(max_examples=60, deadline=None)
+@given(scoremap=random_maps(), multi=st.booleans(), interval=st.sampled_from([0.01, 0.001]))
+def test_property_tree_boxes_equal_find_contours(scoremap, multi, interval):
+    # (Hypothesis runs many examples per call: patch by hand rather than with monkeypatch.)
+    original = _levels._TREE_ABOVE, _trees._SEARCH_HOLE_LEVELS_UP_TO
+    _levels._TREE_ABOVE = 0  # the trees whatever the number of sets
+    try:
+        for limit in (-1, 10**6):  # hole tree, then hole search
+            _trees._SEARCH_HOLE_LEVELS_UP_TO = limit
+            assert_tree_equals_oracle(scoremap, threshold_grid(interval), multi)
+            assert_tree_equals_oracle(scoremap.astype(np.float32).astype(np.float64),
+                                      threshold_grid(interval), multi)
+    finally:
+        _levels._TREE_ABOVE, _trees._SEARCH_HOLE_LEVELS_UP_TO = original
+
+
+def camlike_maps(seed: int, count: int, size: int = 96) -> np.ndarray:
+    """Upsampled blobs with clutter: enough distinct levels for the default tree rule."""
+    rng = np.random.default_rng(seed)
+    maps = []
+    for _ in range(count):
+        low = 0.3 * rng.random((12, 12))
+        for _ in range(3):
+            low += rng.uniform(0.3, 1) * gaussian(12, 12, *rng.uniform(0, 12, 2),
+                                                  rng.uniform(0.6, 3))
+        high = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+        high -= high.min()
+        maps.append(high / high.max())
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("multi", [True, False])
+def test_box_accuracy_on_fine_grid_uses_trees_and_equals_reference(multi):
+    maps = camlike_maps(7, 3)
+    assert all(np.unique(quantize(m)).size > _levels._TREE_ABOVE for m in maps)
+    rng = np.random.default_rng(8)
+    gt = []
+    for _ in range(3):
+        xs, ys = np.sort(rng.integers(0, 96, (2, 2)), axis=1)
+        gt.append(np.array([[xs[0], ys[0], xs[1], ys[1]], [0, 0, 95, 95]]))
+    grid = threshold_grid(0.001)
+    metric = BoxAccuracy(grid, multi_contour=multi)
+    metric.update(maps.astype(np.float32), gt)
+    expected = oracle_correct(maps.astype(np.float32), gt, grid, (0.3, 0.5, 0.7), multi)
+    np.testing.assert_array_equal(metric.state_dict()["state"]["correct"], expected)
