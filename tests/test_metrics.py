@@ -277,3 +277,18 @@ def test_pixel_ap_bins_equal_numpy_histogram_on_any_grid(seed, interval, start):
         state = metric.state_dict()["state"]
         assert state["foreground"] == np.histogram(scores[masks == 1], bins=edges)[0].tolist()
         assert state["background"] == np.histogram(scores[masks == 0], bins=edges)[0].tolist()
+
+
+def test_pixel_ap_grid_that_stops_short_of_one_equals_numpy_histogram():
+    """An evenly spaced grid that ends well below 1 has a wide bin up to the 1.0 edge: the
+    arithmetic binning must not be used for it."""
+    rng = np.random.default_rng(3)
+    thresholds = np.arange(0.0, 0.5, 0.01)
+    edges = np.append(thresholds, [1.0, 2.0, 3.0])
+    scores = rng.random((2, 16, 16))
+    masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
+    metric = PixelAP(thresholds=thresholds)
+    metric.update(scores, masks)
+    state = metric.state_dict()["state"]
+    assert state["foreground"] == np.histogram(scores[masks == 1], bins=edges)[0].tolist()
+    assert state["background"] == np.histogram(scores[masks == 0], bins=edges)[0].tolist()

@@ -17,8 +17,6 @@ __all__ = ["IGNORE", "PixelAP", "PixelAPResult", "pixel_ap"]
 
 #: Mask value of pixels left out of PxAP.
 IGNORE = 255
-_ALLOWED_LABELS = np.zeros(256, dtype=bool)
-_ALLOWED_LABELS[[0, 1, IGNORE]] = True
 
 
 def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -41,9 +39,11 @@ def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
             raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got values in "
                              f"[{low}, {high}]")
         value = value.astype(np.uint8)
-    allowed = _ALLOWED_LABELS[value]
-    if not allowed.all():
-        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {value[~allowed][0]!r}")
+    # One pass: values 2..254 are the only ones to refuse (bincount is cheaper than a lookup).
+    counts = np.bincount(value.reshape(-1), minlength=256)
+    refused = np.flatnonzero(counts[2:IGNORE])
+    if refused.size:
+        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {int(refused[0]) + 2}")
     return value
 
 
@@ -99,11 +99,12 @@ class PixelAP(CountingState):
         self.thresholds = as_thresholds(grid, "thresholds")
         self._edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
         steps = np.diff(self.thresholds)
-        uniform = steps.size > 0 and bool(np.all(np.abs(steps - steps[0]) <= 1e-9 * steps[0]))
+        # The arithmetic binning of _bin_index needs evenly spaced edges up to 1 (the grid's
+        # next step): a grid that stops short of it has a wide bin before the 1.0 edge.
+        uniform = steps.size > 0 and bool(
+            np.all(np.abs(steps - steps[0]) <= 1e-9 * steps[0])
+            and abs(self.thresholds[-1] + steps[0] - 1.0) <= 1e-9)
         self._step: float | None = float(steps[0]) if uniform else None
-        # Mask value -> start of its count block in update() (+1: slot 0 is "below edge 0").
-        self._label_offsets = np.zeros(256, dtype=np.intp)
-        self._label_offsets[[0, 1, IGNORE]] = np.array([0, 1, 2]) * (self._edges.size) + 1
         super().__init__()
 
     def _bin_index(self, scores: np.ndarray) -> np.ndarray:
@@ -117,8 +118,11 @@ class PixelAP(CountingState):
         # floats differ from exact multiples of the step by rounding only), and one correction
         # against the real edges makes it exact. A score below the first edge ends at -1;
         # edges[last + 1] (3.0) is never reached by scores in [0, 1].
-        index = ((scores - edges[0]) / self._step).astype(np.intp)
-        np.clip(index, 0, last, out=index)
+        shifted = scores - edges[0] if edges[0] else scores
+        index = (shifted * (1.0 / self._step)).astype(np.intp)
+        if edges[0] > 0:  # scores below the first edge may give negative guesses
+            np.maximum(index, 0, out=index)
+        np.minimum(index, last, out=index)
         index -= scores < edges[index]
         index += scores >= edges[index + 1]
         return index
@@ -142,18 +146,22 @@ class PixelAP(CountingState):
         """
         maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
         labels = as_masks(masks, maps.shape if maps.ndim == 3 else (1, *maps.shape))
-        # Per map (a working set that stays in cache), one bincount over (label block, bin):
-        # blocks of bins + 1 slots for background, foreground and ignored pixels; slot 0 of a
-        # block takes the scores below the first edge, which numpy.histogram drops.
+        # Per map (a working set that stays in cache), one bincount over (bin, label) with
+        # label 0 background, 1 foreground, 2 ignored (255 clipped to 2: masks hold only
+        # 0, 1, 255); bin row 0 takes the scores below the first edge, which
+        # numpy.histogram drops.
         bins = self._edges.size - 1
-        block = bins + 1
-        counts = np.zeros(3 * block, dtype=np.int64)
+        size = 3 * (bins + 1)
+        counts = np.zeros(size, dtype=np.int64)
         for scores, label in zip(maps.reshape(labels.shape), labels, strict=True):
             index = self._bin_index(scores.reshape(-1))
-            index += self._label_offsets[label.reshape(-1)]
-            counts += np.bincount(index, minlength=3 * block)
-        self._state["background"] += counts[1:block]
-        self._state["foreground"] += counts[block + 1:2 * block]
+            index += 1
+            index *= 3
+            index += np.minimum(label.reshape(-1), 2)
+            counts += np.bincount(index, minlength=size)
+        per_label = counts.reshape(bins + 1, 3)
+        self._state["background"] += per_label[1:, 0]
+        self._state["foreground"] += per_label[1:, 1]
         self._state["num_images"] += labels.shape[0]
 
     def compute(self) -> PixelAPResult:
