@@ -93,7 +93,13 @@ def _leaf_tables(entry: np.ndarray, basin: np.ndarray, count: int, width: int,
     ``entry <= t`` (``_EMPTY`` where there are none): all four are minima."""
     keys = basin.astype(np.int64) * (times + 1) + entry  # entry == times: never present
     size = count * (times + 1)
-    order = np.argsort(keys.astype(np.uint16) if size <= 0xFFFF else keys, kind="stable")
+    if size <= 0xFFFF:  # one radix sort on 16-bit keys
+        order = np.argsort(keys.astype(np.uint16), kind="stable")
+    else:  # two: by time, then (stably) by basin
+        by_time = np.argsort(entry.astype(np.uint8), kind="stable")
+        by_basin = basin.take(by_time)
+        order = by_time[np.argsort(by_basin.astype(np.uint16) if count <= 0xFFFF else by_basin,
+                                   kind="stable")]
     keys = keys[order]
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     y, x = np.divmod(order.astype(np.int32), np.int32(width))
@@ -112,17 +118,25 @@ def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
     """Basin pairs ``(a, b)`` and the first time ``t`` at which two adjacent pixels of theirs
     are both present, one row per pair, sorted by ``t``."""
     height, width = entry.shape
-    grid = basin.reshape(height, width)
+    size = height * width
+    flat_entry = entry.ravel()
     found = []
     for dy, dx in _PAIRS_8 if connectivity == 8 else _PAIRS_4:
-        x_from, x_to = max(0, -dx), width - max(0, dx)
-        a = grid[0:height - dy, x_from:x_to]
-        b = grid[dy:height, x_from + dx:x_to + dx]
-        t = np.maximum(entry[0:height - dy, x_from:x_to], entry[dy:height, x_from + dx:x_to + dx])
-        keep = (a != b) & (t < times)
-        a, b, t = a[keep].astype(np.int64), b[keep].astype(np.int64), t[keep]
-        found.append((np.minimum(a, b) * count + np.maximum(a, b)) * 256 + t)
-    keys = np.sort(np.concatenate(found))
+        offset = dy * width + dx  # pixel p pairs with p + offset; drop pairs that wrap a row
+        if dy >= height or offset >= size:
+            continue
+        different = basin[:size - offset] != basin[offset:]
+        if dx == 1:
+            different[width - 1::width] = False
+        elif dx == -1:
+            different[0::width] = False
+        here = np.flatnonzero(different)
+        there = here + offset
+        t = np.maximum(flat_entry.take(here), flat_entry.take(there))
+        keep = t < times
+        a, b = basin.take(here[keep]).astype(np.int64), basin.take(there[keep]).astype(np.int64)
+        found.append((np.minimum(a, b) * count + np.maximum(a, b)) * 256 + t[keep])
+    keys = np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
     pair = keys >> 8
     first = np.concatenate(([True], pair[1:] != pair[:-1])) if keys.size else keys.astype(bool)
     keys = keys[first]
