@@ -28,6 +28,8 @@ _VECTORIZE_ABOVE = 12  # contour count above which bounding rectangles are compu
 #: Distinct sets above which the component trees replace most per-set contour searches: their
 #: cost is a few passes over the pixels, about that of this many searches on typical maps.
 _TREE_ABOVE = 120
+#: Distinct sets above which the compiled union-find (``camkit[fast]``, when installed) is used.
+_COMPILED_ABOVE = 8
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         q: ``(H, W)`` uint8 quantized map, C-contiguous.
         levels: ``(T,)`` int64 levels ``int(t * max(q))``.
         multi_contour: every contour (outer and hole) or the single largest one.
-        scoremap: the float64 map ``q`` came from. With it and more than ``_TREE_ABOVE``
-            distinct sets, the component trees (``camkit.boxes._trees``) give the boxes of
-            most sets; boxes within a set are then in no particular order. Without it, boxes
-            are in ``cv2.findContours``' order.
+        scoremap: the float64 map ``q`` came from. With it, boxes within a set come in no
+            particular order, and the boxes of most sets come from the compiled union-find
+            (``camkit.boxes._compiled``, with numba, past ``_COMPILED_ABOVE`` sets) or the
+            component trees (``camkit.boxes._trees``, past ``_TREE_ABOVE`` sets). Without it,
+            boxes are in ``cv2.findContours``' order.
     """
     import cv2
 
@@ -129,7 +132,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     bounds = np.stack([top, bottom + 1, left, right + 1], axis=1).tolist()
     kept_list = kept.tolist()
 
-    if scoremap is not None and kept.size > _TREE_ABOVE:
+    from camkit.boxes import _compiled
+
+    if scoremap is not None and kept.size > _COMPILED_ABOVE and _compiled.available():
+        tree_level, tree_boxes, search = _compiled.compiled_level_boxes(q, kept, multi_contour)
+    elif scoremap is not None and kept.size > _TREE_ABOVE:
         from camkit.boxes._trees import tree_level_boxes
 
         tree_level, tree_boxes, search = tree_level_boxes(scoremap, q, kept, multi_contour)
