@@ -34,6 +34,16 @@ def fresh_compile_state(monkeypatch):
     reset_compile_cache()
 
 
+def _counting_backend(graphs):
+    """A backend that records each graph it is given and runs it uncompiled."""
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    return backend
+
+
 def _assert_details_close(got, expected, **tol):
     for got_t, exp_t in zip(got, expected, strict=True):
         torch.testing.assert_close(got_t, exp_t, **tol)
@@ -41,12 +51,7 @@ def _assert_details_close(got, expected, **tol):
 
 def test_dynamic_batch_size_does_not_recompile(fresh_compile_state):
     graphs = []
-
-    def counting_backend(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
-
-    fresh_compile_state(counting_backend)
+    fresh_compile_state(_counting_backend(graphs))
     for batch in (2, 3, 5, 7):
         features, fg, bg, cam = _inputs(batch, seed=batch)
         got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
@@ -58,6 +63,21 @@ def test_dynamic_batch_size_does_not_recompile(fresh_compile_state):
         features, fg, bg, cam = _inputs(batch, channels=5)
         cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
     assert len(graphs) == 2
+
+
+def test_calibration_runs_in_the_graph_without_recompiling_per_delta(fresh_compile_state):
+    graphs = []
+    fresh_compile_state(_counting_backend(graphs))
+    features, fg, bg, cam = _inputs(4)
+    for delta in (0.2, 0.5, 0.9):
+        got = cream_map(features, fg, bg, cam=cam, delta=delta, compile=True)
+        torch.testing.assert_close(got, cream_map(features, fg, bg, cam=cam, delta=delta))
+    assert len(graphs) == 1
+    # Without the CAM, or without adding it: one graph each, same results as eager.
+    for options in ({"cam": None}, {"cam": cam, "add_cam": False}):
+        got = cream_map(features, fg, bg, compile=True, **options)
+        torch.testing.assert_close(got, cream_map(features, fg, bg, **options))
+    assert len(graphs) == 3
 
 
 def test_failing_compiler_falls_back_with_one_warning(fresh_compile_state):

@@ -1,29 +1,41 @@
-"""The EM kernel of CREAM and its ``torch.compile`` path.
+"""The kernels of CREAM inference (EM, calibration) and their ``torch.compile`` path.
 
-``em_kernel`` is written once, in plain tensor operations, and serves both paths: run eagerly
-it does two batched matrix products per round (one for the E-step similarities, one for the
-M-step sums) plus one pass for the pixel norms; traced by ``torch.compile`` the norm pass and
-the element-wise work fuse into the surrounding kernels (the products stay library calls,
-which run at memory bandwidth). Without the details (centroids, mixing) the M-step of the
-last round is skipped: ``T`` rounds read the features ``2T`` times (``2T - 1`` products and
-one norm pass).
+``em_kernel`` and ``cream_kernel`` (EM, then the CAM calibration and ``+ minmax(CAM)``) are
+written once, in plain tensor operations, and serve both paths: run eagerly the EM does two
+batched matrix products per round (one for the E-step similarities, one for the M-step sums)
+plus one pass for the pixel norms; traced by ``torch.compile`` the norm pass and the
+element-wise work fuse into the surrounding kernels (the products stay library calls, which
+run at memory bandwidth), and so do the calibration's dozen small operations on ``(B, N)``
+maps, which eagerly cost one interpreter round trip each. Without the details
+(centroids, mixing) the M-step of the last round is skipped: ``T`` rounds read the features
+``2T`` times (``2T - 1`` products and one norm pass).
+
+Sharing one pass between the E- and M-step of a round would need the batch processed in
+chunks small enough to stay in cache: inductor does not fuse the two (they reduce over
+different axes), and in torch 2.13 the loops that could chunk a dynamic batch inside the graph
+fail or add a guard on the batch size (``scan`` needs a non-empty chunk count, ``while_loop``
+with data-dependent slices does not compile), so the features are still read ``2T`` times.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["em_kernel", "run_em"]
+from camkit.cam import normalize_map
+
+__all__ = ["calibrate_responsibilities", "cream_kernel", "em_kernel", "run_cream"]
 
 #: Backend given to ``torch.compile``; tests swap in a counting backend.
 _BACKEND: str | Callable[..., object] = "inductor"
-#: Compiled callables keyed by static configuration (device type, dtype, EM options). Shapes
-#: and dtypes are guarded by ``torch.compile`` itself; the batch dimension is marked dynamic.
-_COMPILED: dict[tuple[object, ...], Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
+_Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+#: Compiled callables keyed by static configuration (device type, dtype, options). Shapes and
+#: dtypes are guarded by ``torch.compile`` itself; the batch dimension is marked dynamic.
+_COMPILED: dict[tuple[object, ...], Callable[..., _Outputs]] = {}
 #: Keys whose compilation failed; they run eagerly from then on.
 _FAILED: set[tuple[object, ...]] = set()
 _WARNED = False
@@ -96,25 +108,78 @@ def em_kernel(
     return z_fg, z_bg, centroids, mixing
 
 
-def _make_static(
-    iterations: int, final_m_step: bool, normalized_means: bool, refresh: bool
-) -> Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]:
-    def em_static(
-        pixels: Tensor, mu_fg: Tensor, mu_bg: Tensor, scale: Tensor, log_ratio: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return em_kernel(
-            pixels,
-            mu_fg,
-            mu_bg,
-            scale,
-            log_ratio,
-            iterations=iterations,
-            final_m_step=final_m_step,
-            normalized_means=normalized_means,
-            refresh=refresh,
-        )
+def calibrate_responsibilities(
+    z_fg: Tensor, z_bg: Tensor, cam_normalized: Tensor, delta: float | Tensor
+) -> Tensor:
+    """``camkit.cream.calibrate``; ``delta`` may be a 0-d tensor (no recompile per value)."""
+    region = (cam_normalized > delta).to(z_fg.dtype)
+    count = region.sum(dim=1).clamp_min(1.0)
+    p_fg = (z_fg * region).sum(dim=1) / count
+    p_bg = (z_bg * region).sum(dim=1) / count
+    flip = (p_fg < p_bg).unsqueeze(1)
+    return torch.where(flip, z_bg, z_fg)
 
-    return em_static
+
+def cream_kernel(
+    pixels: Tensor,
+    mu_fg: Tensor,
+    mu_bg: Tensor,
+    scale: Tensor,
+    log_ratio: Tensor,
+    cam: Tensor | None,
+    delta: float | Tensor,
+    *,
+    iterations: int,
+    final_m_step: bool,
+    normalized_means: bool,
+    refresh: bool,
+    add_cam: bool,
+) -> _Outputs:
+    """``em_kernel`` followed by the CAM calibration: the whole of ``cream_map``'s arithmetic.
+
+    Args:
+        pixels, mu_fg, mu_bg, scale, log_ratio: see ``em_kernel``.
+        cam (Tensor[B, h, w], optional): raw CAM in ``pixels``' dtype, ``h * w = N``.
+        delta: CAM foreground threshold of the calibration.
+        iterations, final_m_step, normalized_means, refresh: see ``em_kernel``.
+        add_cam: add ``normalize_map(cam)`` to the calibrated responsibilities.
+
+    Returns:
+        ``out (Tensor[B, N])`` (the calibrated map, or ``z_fg`` without ``cam``), then
+        ``em_kernel``'s ``z_fg, z_bg, centroids, mixing``.
+    """
+    z_fg, z_bg, centroids, mixing = em_kernel(
+        pixels,
+        mu_fg,
+        mu_bg,
+        scale,
+        log_ratio,
+        iterations=iterations,
+        final_m_step=final_m_step,
+        normalized_means=normalized_means,
+        refresh=refresh,
+    )
+    out = z_fg
+    if cam is not None:
+        cam_normalized = normalize_map(cam).reshape(z_fg.shape)
+        out = calibrate_responsibilities(z_fg, z_bg, cam_normalized, delta)
+        if add_cam:
+            out = out + cam_normalized
+    return out, z_fg, z_bg, centroids, mixing
+
+
+def _make_static(
+    iterations: int, final_m_step: bool, normalized_means: bool, refresh: bool, add_cam: bool
+) -> Callable[..., _Outputs]:
+    """``cream_kernel`` with its static options bound (what ``torch.compile`` traces)."""
+    return functools.partial(
+        cream_kernel,
+        iterations=iterations,
+        final_m_step=final_m_step,
+        normalized_means=normalized_means,
+        refresh=refresh,
+        add_cam=add_cam,
+    )
 
 
 def _warn_fallback(reason: str) -> None:
@@ -148,46 +213,52 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
-def run_em(
+def run_cream(
     pixels: Tensor,
     mu_fg: Tensor,
     mu_bg: Tensor,
     scale: Tensor,
     log_ratio: Tensor,
+    cam: Tensor | None,
+    delta: float,
     *,
     iterations: int,
     final_m_step: bool,
     normalized_means: bool,
     refresh: bool,
+    add_cam: bool,
     compile: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Run ``em_kernel`` eagerly or through a cached ``torch.compile`` of it."""
-    static = (iterations, final_m_step or refresh, normalized_means, refresh)
-    args = (pixels, mu_fg, mu_bg, scale, log_ratio)
-    eager = _make_static(*static)
+) -> _Outputs:
+    """Run ``cream_kernel`` eagerly or through a cached ``torch.compile`` of it."""
+    static = (iterations, final_m_step or refresh, normalized_means, refresh, add_cam)
+    kernel = _make_static(*static)
     if not compile or _is_compiling() or pixels.shape[0] == 0:
-        return eager(*args)
-    key = (pixels.device.type, pixels.dtype, *static)
+        return kernel(pixels, mu_fg, mu_bg, scale, log_ratio, cam, delta)
+    key = (pixels.device.type, pixels.dtype, cam is not None, *static)
+    # A tensor threshold: a new ``delta`` must not recompile.
+    args = (pixels, mu_fg, mu_bg, scale, log_ratio, cam,
+            torch.tensor(delta, dtype=pixels.dtype, device=pixels.device))
     if key in _FAILED:
-        return eager(*args)
+        return kernel(*args)
     compiled = _COMPILED.get(key)
     if compiled is None:
         if not torch._dynamo.is_dynamo_supported():
             _FAILED.add(key)
             _warn_fallback("torch._dynamo does not support this platform")
-            return eager(*args)
-        compiled = torch.compile(eager, backend=_BACKEND, dynamic=False, fullgraph=True)
+            return kernel(*args)
+        compiled = torch.compile(kernel, backend=_BACKEND, dynamic=False, fullgraph=True)
         _COMPILED[key] = compiled
     # A new batch size must not recompile: let the batch dimension be symbolic.
     try:
-        for tensor in (pixels, mu_fg, mu_bg, log_ratio):
-            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        for tensor in (pixels, mu_fg, mu_bg, log_ratio, cam):
+            if tensor is not None:
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
         return compiled(*args)
     except Exception as error:  # compilation failed: remember and fall back, once warned
         _FAILED.add(key)
         _COMPILED.pop(key, None)
         _warn_fallback(_describe(error))
-        return eager(*args)
+        return kernel(*args)
 
 
 def reset_compile_cache() -> None:

@@ -25,8 +25,7 @@ from camkit._validation import (
     check_tensor,
     compute_dtype,
 )
-from camkit.cam import normalize_map
-from camkit.cream._compile import run_em
+from camkit.cream._compile import calibrate_responsibilities, run_cream
 
 __all__ = ["CreamDetails", "EMReActivation", "cream_map"]
 
@@ -104,12 +103,7 @@ def calibrate(z_fg: Tensor, z_bg: Tensor, cam_normalized: Tensor, delta: float) 
     Returns:
         Tensor[B, N]: the calibrated foreground responsibilities.
     """
-    region = (cam_normalized > delta).to(z_fg.dtype)
-    count = region.sum(dim=1).clamp_min(1.0)
-    p_fg = (z_fg * region).sum(dim=1) / count
-    p_bg = (z_bg * region).sum(dim=1) / count
-    flip = (p_fg < p_bg).unsqueeze(1)
-    return torch.where(flip, z_bg, z_fg)
+    return calibrate_responsibilities(z_fg, z_bg, cam_normalized, delta)
 
 
 @torch.no_grad()
@@ -199,26 +193,21 @@ def cream_map(
     log_ratio = torch.full(
         (batch,), _logit(mixing_init), dtype=dtype, device=features.device
     )
-    z_fg, z_bg, centroids, mixing = run_em(
+    out, z_fg, z_bg, centroids, mixing = run_cream(
         pixels,
         mu_fg,
         mu_bg,
         scale_t,
         log_ratio,
+        None if cam is None else cam.to(dtype),
+        delta,
         iterations=iterations,
         final_m_step=return_details or refresh_responsibilities,
         normalized_means=centroid_features == "normalized",
         refresh=refresh_responsibilities,
+        add_cam=add_cam,
         compile=use_compile,
     )
-
-    if cam is None:
-        out = z_fg
-    else:
-        cam_normalized = normalize_map(cam.to(dtype)).reshape(batch, num_pixels)
-        out = calibrate(z_fg, z_bg, cam_normalized, delta)
-        if add_cam:
-            out = out + cam_normalized
     out = out.reshape(batch, height, width).to(features.dtype)
     if not return_details:
         return out
