@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.camkit-installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo,fast]"
 	touch $@
 
 .PHONY: demo test lint bench

@@ -6,6 +6,10 @@ matrix over all boxes, and per threshold the max over its slice of ``iou.max(1)`
 for every threshold, as the reference does). A "lean" variant hoists that max out of the loop.
 Both run in this process, on the same maps, and every count is checked for equality.
 
+"camkit" is the default install (NumPy and OpenCV); when numba is installed (``camkit[fast]``)
+a separate "camkit[fast]" column times the compiled path, which the default install then
+uses automatically. ``--workers`` runs the default path in every process.
+
 Maps: smooth 224x224 maps made of Gaussian blobs of several sizes; GT boxes: the real CUB test
 boxes (a subset), scaled to 224 with the protocol's truncation.
 
@@ -34,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from camkit._environment import cpu_model  # noqa: E402
-from camkit.boxes import boxes_from_scoremap, threshold_grid  # noqa: E402
+from camkit.boxes import _compiled, _levels, boxes_from_scoremap, threshold_grid  # noqa: E402
 from camkit.metrics import BoxAccuracy, PixelAP  # noqa: E402
 
 CUB_TEST = REPO.parent / "shared" / "wsol-metadata" / "CUB" / "test"
@@ -157,10 +161,15 @@ def _camkit_chunk(task):
     return metric.state_dict()
 
 
-def camkit_correct(maps, gt_boxes, thresholds, multi_contour, pool=None, workers=1):
+def camkit_correct(maps, gt_boxes, thresholds, multi_contour, pool=None, workers=1,
+                   compiled=False):
     metric = BoxAccuracy(thresholds, multi_contour=multi_contour)
     if pool is None:
-        metric.update(maps, gt_boxes)
+        _levels._USE_COMPILED = compiled
+        try:
+            metric.update(maps, gt_boxes)
+        finally:
+            _levels._USE_COMPILED = False
     else:
         size = -(-len(maps) // (4 * workers))
         tasks = [(maps[i:i + size], gt_boxes[i:i + size], thresholds, multi_contour)
@@ -208,16 +217,22 @@ def markdown_tables(args) -> str:
              f"real CUB test boxes, one process, {args.repeat} repeats; images/s as median "
              "(min–max); ratio = median time of the baseline / median time of camkit.", "",
              "| case | images | straightforward (im/s) | lean (im/s) | camkit (im/s) "
-             "| ratio | ratio vs lean |", "|---|---|---|---|---|---|---|"]
+             "| ratio | ratio vs lean | camkit[fast] (im/s) | ratio [fast] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for case, count, samples in _ROWS:
         fast = statistics.median(samples["camkit"])
         ref = samples["straightforward"]
         lean = samples.get("lean")
+        compiled = samples.get("camkit[fast]")
+        compiled_ratio = (f"{statistics.median(ref) / statistics.median(compiled):.2f}×"
+                          if compiled else "–")
         lines.append(
             f"| {case} | {count} | {_rate(count, ref)} | "
             f"{_rate(count, lean) if lean else '–'} | {_rate(count, samples['camkit'])} | "
             f"{statistics.median(ref) / fast:.2f}× | "
-            f"{f'{statistics.median(lean) / fast:.2f}×' if lean else '–'} |")
+            f"{f'{statistics.median(lean) / fast:.2f}×' if lean else '–'} | "
+            f"{_rate(count, compiled) if compiled else '–'} | "
+            f"{compiled_ratio} |")
     for workers, count, one, many in _WORKERS:
         lines += ["", f"Scaling with processes (camkit `BoxAccuracy`, grid 0.001, all contours, "
                   f"{count} maps): one process {_rate(count, one)} im/s, {workers} processes "
@@ -243,13 +258,22 @@ def bench_boxes(family, maps64, gt_boxes, args):
                 got, t_fast = timed(camkit_correct, maps, boxes, thresholds, multi_contour,
                                     repeat=args.repeat)
                 samples["camkit"] = list(_SAMPLES)
-                if not (np.array_equal(expected, got) and np.array_equal(lean, got)):
+                results = [lean, got]
+                compiled_note = ""
+                if args.compiled:
+                    compiled, t_compiled = timed(camkit_correct, maps, boxes, thresholds,
+                                                 multi_contour, compiled=True, repeat=args.repeat)
+                    samples["camkit[fast]"] = list(_SAMPLES)
+                    results.append(compiled)
+                    compiled_note = f" {count / t_compiled:10.1f} {t_ref / t_compiled:6.1f}x"
+                if not all(np.array_equal(expected, result) for result in results):
                     raise SystemExit(f"MISMATCH: {family}, grid {interval}, multi={multi_contour}")
                 name = (f"{family} grid {interval} {'multi ' if multi_contour else 'single'}"
                         f" {np.dtype(dtype).name}")
                 _ROWS.append((name, count, samples))
                 print(f"{name:44s} {count / t_ref:12.1f} im/s {count / t_lean:10.1f} "
-                      f"{count / t_fast:10.1f} {t_ref / t_fast:6.1f}x {t_lean / t_fast:10.1f}x")
+                      f"{count / t_fast:10.1f} {t_ref / t_fast:6.1f}x {t_lean / t_fast:10.1f}x"
+                      f"{compiled_note}")
 
 
 def bench_pixels(maps64, args):
@@ -279,6 +303,7 @@ def bench_workers(maps64, gt_boxes, args):
     thresholds = threshold_grid(0.001)
     _, t_one = timed(camkit_correct, maps, boxes, thresholds, True)
     one = list(_SAMPLES)
+    os.environ["CAMKIT_DISABLE_NUMBA"] = "1"  # the workers run the default install's path
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         warm = 2 * args.workers  # start the workers and import camkit in them
         camkit_correct(maps[:warm], boxes[:warm], thresholds, True, pool, args.workers)
@@ -298,14 +323,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", action="store_true",
                         help="also print Markdown tables (medians and min-max)")
+    parser.add_argument("--no-compiled", dest="compiled", action="store_false",
+                        help="skip the camkit[fast] (numba) column even when numba is installed")
     args = parser.parse_args()
+    args.compiled = args.compiled and _compiled.available()
+    _levels._USE_COMPILED = False  # "camkit" is the default install's path
+    if args.compiled:  # load numba's cached compilation before any timing
+        rng = np.random.default_rng(args.seed)
+        warm = blob_map(rng)[None]
+        camkit_correct(warm, [np.array([[0, 0, 9, 9]])], threshold_grid(0.001), True,
+                       compiled=True)
     cv2.setNumThreads(1)
 
     gt_boxes = cub_boxes(args.images)
     print(f"{args.images} maps 224x224 per family, CUB test boxes, one process unless noted; "
           f"OpenCV {cv2.__version__}, NumPy {np.__version__}; best of {args.repeat}")
     print(f"{'case (BoxAccuracy unless noted)':44s} {'straightforward':>16s} {'lean':>10s} "
-          f"{'camkit':>10s} {'ratio':>7s} {'ratio(lean)':>11s}")
+          f"{'camkit':>10s} {'ratio':>7s} {'ratio(lean)':>11s}"
+          + (f" {'[fast]':>10s} {'ratio':>6s}" if args.compiled else ""))
     for family, (grid, clutter) in MAP_FAMILIES.items():
         rng = np.random.default_rng(args.seed)
         maps64 = np.stack([blob_map(rng, grid, clutter) for _ in range(args.images)])

@@ -1,4 +1,6 @@
-"""camkit.boxes._trees: level-set boxes from component trees, against cv2.findContours."""
+"""Level-set boxes without a per-level contour search, against cv2.findContours: the
+component trees (camkit.boxes._trees) and the optional compiled union-find
+(camkit.boxes._compiled, with numba)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsol_reference import oracle_boxes, oracle_correct
 
-from camkit.boxes import _levels, _trees, threshold_grid
+from camkit.boxes import _compiled, _levels, _trees, threshold_grid
 from camkit.boxes._levels import level_boxes, quantize, threshold_levels
 from camkit.boxes._trees import euler_numbers
 from camkit.metrics import BoxAccuracy
@@ -28,9 +30,23 @@ def assert_tree_equals_oracle(scoremap: np.ndarray, thresholds: np.ndarray, mult
             f"threshold {thresholds[index]}")
 
 
+NUMBA = _compiled.available()
+PATHS = ["trees", pytest.param("compiled", marks=pytest.mark.skipif(
+    not NUMBA, reason="numba (camkit[fast]) is not installed"))]
+
+
 @pytest.fixture
 def tree_always(monkeypatch):
-    """Use the trees for any number of sets (small test maps have few)."""
+    """Use the trees for any number of sets (small test maps have few), not the compiled
+    union-find."""
+    monkeypatch.setattr(_levels, "_TREE_ABOVE", 0)
+    monkeypatch.setattr(_levels, "_USE_COMPILED", False)
+
+
+@pytest.fixture
+def compiled_always(monkeypatch):
+    if not NUMBA:
+        pytest.skip("numba (camkit[fast]) is not installed")
     monkeypatch.setattr(_levels, "_TREE_ABOVE", 0)
 
 
@@ -110,6 +126,13 @@ def test_hand_made_maps_equal_find_contours(name, multi, tree_always, hole_path)
         assert_tree_equals_oracle(HAND_MADE[name], threshold_grid(interval), multi)
 
 
+@pytest.mark.parametrize("name", sorted(HAND_MADE))
+@pytest.mark.parametrize("multi", [True, False])
+def test_hand_made_maps_equal_find_contours_compiled(name, multi, compiled_always):
+    for interval in (0.01, 0.001):
+        assert_tree_equals_oracle(HAND_MADE[name], threshold_grid(interval), multi)
+
+
 def test_hole_box_is_the_hole_grown_by_one_pixel(tree_always, hole_path):
     m = np.full((10, 12), 0.9)
     m[3:6, 4:8] = 0.1  # hole pixels x 4..7, y 3..5
@@ -175,16 +198,20 @@ def random_maps(draw):
 @given(scoremap=random_maps(), multi=st.booleans(), interval=st.sampled_from([0.01, 0.001]))
 def test_property_tree_boxes_equal_find_contours(scoremap, multi, interval):
     # (Hypothesis runs many examples per call: patch by hand rather than with monkeypatch.)
-    original = _levels._TREE_ABOVE, _trees._SEARCH_HOLE_LEVELS_UP_TO
-    _levels._TREE_ABOVE = 0  # the trees whatever the number of sets
+    original = _levels._TREE_ABOVE, _levels._USE_COMPILED, _trees._SEARCH_HOLE_LEVELS_UP_TO
+    _levels._TREE_ABOVE, _levels._USE_COMPILED = 0, False  # the trees, for any map
     try:
         for limit in (-1, 10**6):  # hole tree, then hole search
             _trees._SEARCH_HOLE_LEVELS_UP_TO = limit
             assert_tree_equals_oracle(scoremap, threshold_grid(interval), multi)
             assert_tree_equals_oracle(scoremap.astype(np.float32).astype(np.float64),
                                       threshold_grid(interval), multi)
+        if NUMBA:  # and the compiled union-find
+            _levels._USE_COMPILED = True
+            assert_tree_equals_oracle(scoremap, threshold_grid(interval), multi)
     finally:
-        _levels._TREE_ABOVE, _trees._SEARCH_HOLE_LEVELS_UP_TO = original
+        (_levels._TREE_ABOVE, _levels._USE_COMPILED,
+         _trees._SEARCH_HOLE_LEVELS_UP_TO) = original
 
 
 def camlike_maps(seed: int, count: int, size: int = 96) -> np.ndarray:
@@ -202,8 +229,13 @@ def camlike_maps(seed: int, count: int, size: int = 96) -> np.ndarray:
     return np.stack(maps)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("multi", [True, False])
-def test_box_accuracy_on_fine_grid_uses_trees_and_equals_reference(multi):
+def test_box_accuracy_on_fine_grid_equals_reference(multi, path, monkeypatch):
+    """BoxAccuracy's default choice on a fine grid: the compiled union-find when numba is
+    installed, the component trees otherwise."""
+    if path == "trees":
+        monkeypatch.setattr(_levels, "_USE_COMPILED", False)
     maps = camlike_maps(7, 3)
     assert all(np.unique(quantize(m)).size > _levels._TREE_ABOVE for m in maps)
     rng = np.random.default_rng(8)
@@ -216,3 +248,17 @@ def test_box_accuracy_on_fine_grid_uses_trees_and_equals_reference(multi):
     metric.update(maps.astype(np.float32), gt)
     expected = oracle_correct(maps.astype(np.float32), gt, grid, (0.3, 0.5, 0.7), multi)
     np.testing.assert_array_equal(metric.state_dict()["state"]["correct"], expected)
+
+
+def test_compiled_path_can_be_disabled_and_numba_is_imported_lazily():
+    """``CAMKIT_DISABLE_NUMBA=1`` turns the compiled path off; ``import camkit`` and the
+    metrics' import do not import numba."""
+    import subprocess
+    import sys
+
+    code = ("import sys, camkit, camkit.metrics; assert 'numba' not in sys.modules; "
+            "from camkit.boxes import _compiled; print(_compiled.available())")
+    env = {"CAMKIT_DISABLE_NUMBA": "1", "PATH": ""}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, check=True)
+    assert result.stdout.strip() == "False"

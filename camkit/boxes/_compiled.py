@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+_PARENT, _SIZE, _X0, _Y0, _X1, _Y1, _EDGE = range(7)  # columns of the node table
 #: The compiled kernel once loaded; ``False`` when numba is missing or disabled.
 _KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | bool | None = None
 
@@ -40,94 +41,89 @@ def available() -> bool:
     return _KERNEL is not False
 
 
-def _find(parent: np.ndarray, item: int) -> int:
-    while parent[item] != item:  # path halving
-        parent[item] = parent[parent[item]]
-        item = parent[item]
+def _find(node: np.ndarray, item: int) -> int:
+    while node[item, _PARENT] != item:  # path halving
+        node[item, _PARENT] = node[node[item, _PARENT], _PARENT]
+        item = node[item, _PARENT]
     return item
 
 
-def _level_components(entry: np.ndarray, times: int, connectivity: int,
+def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, connectivity: int,
                       frame: bool) -> tuple[np.ndarray, np.ndarray]:
     """Times and inclusive pixel boxes of the components of ``{entry <= t}`` for every
-    ``0 <= t < times`` (those touching the image edge left out with ``frame``)."""
-    height, width = entry.shape
-    size = height * width
-    flat = entry.ravel()
-    # Counting sort of the pixels by entry time.
-    counts = np.zeros(times + 1, np.int64)
-    for p in range(size):
-        counts[flat[p]] += 1
-    start = np.zeros(times + 2, np.int64)
-    for t in range(times + 1):
-        start[t + 1] = start[t] + counts[t]
-    order = np.empty(size, np.int64)
-    row = np.empty(size, np.int64)
-    column = np.empty(size, np.int64)
-    fill = start[:times + 1].copy()
-    p = 0
+    ``0 <= t < times``, with ``entry = entry_of_value[q]`` (those touching the image edge left
+    out with ``frame``)."""
+    height, width = q.shape
+    stride = width + 2  # a one-pixel frame that is never present: no bounds checks
+    # Counting sort of the pixels by entry time, kept as framed indices and coordinates.
+    counts = np.zeros(times + 2, np.int64)
     for y in range(height):
         for x in range(width):
-            order[fill[flat[p]]] = p
-            fill[flat[p]] += 1
-            row[p], column[p] = y, x
-            p += 1
+            counts[entry_of_value[q[y, x]] + 1] += 1
+    for t in range(times + 1):
+        counts[t + 1] += counts[t]
+    fill = counts[:times + 1].copy()
+    order = np.empty(height * width, np.int32)
+    order_y = np.empty(height * width, np.int32)
+    order_x = np.empty(height * width, np.int32)
+    for y in range(height):
+        for x in range(width):
+            t = entry_of_value[q[y, x]]
+            order[fill[t]] = (y + 1) * stride + x + 1
+            order_y[fill[t]], order_x[fill[t]] = y, x
+            fill[t] += 1
 
-    parent = np.full(size, -1, np.int64)
-    weight = np.zeros(size, np.int64)
-    x0 = np.empty(size, np.int64)
-    y0 = np.empty(size, np.int64)
-    x1 = np.empty(size, np.int64)
-    y1 = np.empty(size, np.int64)
-    edge = np.zeros(size, np.bool_)
-    live = np.empty(size, np.int64)
+    # One row of 8 int32 per cell (parent, size, box, edge flag): a union touches one line.
+    node = np.full(((height + 2) * stride, 8), -1, np.int32)
+    live = np.empty(height * width, np.int32)
     live_count = 0
     if connectivity == 8:
-        dys = np.array([-1, -1, -1, 0, 0, 1, 1, 1])
-        dxs = np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+        steps = np.array([-stride - 1, -stride, -stride + 1, -1, 1, stride - 1, stride,
+                          stride + 1])
     else:
-        dys = np.array([-1, 0, 0, 1])
-        dxs = np.array([0, -1, 1, 0])
+        steps = np.array([-stride, -1, 1, stride])
     capacity = 1024
     out_t = np.empty(capacity, np.int64)
     out_box = np.empty((capacity, 4), np.int64)
     written = 0
     for t in range(times):
-        for k in range(start[t], start[t + 1]):
+        for k in range(counts[t], counts[t + 1]):
             p = order[k]
-            y, x = row[p], column[p]
-            parent[p] = p
-            weight[p] = 1
-            x0[p], y0[p], x1[p], y1[p] = x, y, x, y
-            edge[p] = y == 0 or x == 0 or y == height - 1 or x == width - 1
+            y, x = order_y[k], order_x[k]
+            node[p, _PARENT] = p
+            node[p, _SIZE] = 1
+            node[p, _X0], node[p, _Y0], node[p, _X1], node[p, _Y1] = x, y, x, y
+            node[p, _EDGE] = y == 0 or x == 0 or y == height - 1 or x == width - 1
             live[live_count] = p
             live_count += 1
             root = p
-            for d in range(dys.size):
-                ny, nx = y + dys[d], x + dxs[d]
-                if ny < 0 or nx < 0 or ny >= height or nx >= width:
+            for step in steps:
+                n = p + step
+                if node[n, _PARENT] < 0:
                     continue
-                n = ny * width + nx
-                if parent[n] < 0:
-                    continue
-                other = _find(parent, n)
+                other = _find(node, n)
                 if other == root:
                     continue
-                a, b = (root, other) if weight[root] >= weight[other] else (other, root)
-                parent[b] = a  # b's box, size and edge flag go to a
-                weight[a] += weight[b]
-                x0[a], y0[a] = min(x0[a], x0[b]), min(y0[a], y0[b])
-                x1[a], y1[a] = max(x1[a], x1[b]), max(y1[a], y1[b])
-                edge[a] = edge[a] or edge[b]
+                if node[root, _SIZE] >= node[other, _SIZE]:
+                    a, b = root, other
+                else:
+                    a, b = other, root
+                node[b, _PARENT] = a  # b's box, size and edge flag go to a
+                node[a, _SIZE] += node[b, _SIZE]
+                node[a, _X0] = min(node[a, _X0], node[b, _X0])
+                node[a, _Y0] = min(node[a, _Y0], node[b, _Y0])
+                node[a, _X1] = max(node[a, _X1], node[b, _X1])
+                node[a, _Y1] = max(node[a, _Y1], node[b, _Y1])
+                node[a, _EDGE] = node[a, _EDGE] | node[b, _EDGE]
                 root = a
         kept = 0  # compact the live roots, writing out each one's box
         for k in range(live_count):
             root = live[k]
-            if parent[root] != root:
+            if node[root, _PARENT] != root:
                 continue
             live[kept] = root
             kept += 1
-            if frame and edge[root]:
+            if frame and node[root, _EDGE]:
                 continue
             if written == capacity:
                 capacity *= 2
@@ -137,8 +133,8 @@ def _level_components(entry: np.ndarray, times: int, connectivity: int,
                 grown_box[:written] = out_box[:written]
                 out_t, out_box = grown_t, grown_box
             out_t[written] = t
-            out_box[written, 0], out_box[written, 1] = x0[root], y0[root]
-            out_box[written, 2], out_box[written, 3] = x1[root], y1[root]
+            out_box[written, 0], out_box[written, 1] = node[root, _X0], node[root, _Y0]
+            out_box[written, 2], out_box[written, 3] = node[root, _X1], node[root, _Y1]
             written += 1
         live_count = kept
     return out_t[:written], out_box[:written]
@@ -154,7 +150,7 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
     height, width = q.shape
     levels = kept.size
     below = np.searchsorted(kept, np.arange(256), side="right")
-    t_outer, outer = kernel((levels - below[q]).astype(np.int64), levels, 8, False)
+    t_outer, outer = kernel(q, levels - below, levels, 8, False)
     level = levels - 1 - t_outer
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
@@ -162,7 +158,7 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
         components = np.bincount(level, minlength=levels)
         single = components[level] == 1
         return level[single], boxes[single], np.flatnonzero(components > 1)
-    t_hole, inner = kernel(below[q].astype(np.int64), levels, 4, True)
+    t_hole, inner = kernel(q, below, levels, 4, True)
     hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
                                   np.minimum(inner[:, 2] + 2, width - 1),
                                   np.minimum(inner[:, 3] + 2, height - 1)])
