@@ -101,14 +101,18 @@ def _leaf_tables(entry: np.ndarray, basin: np.ndarray, count: int, width: int,
         order = by_time[np.argsort(by_basin.astype(np.uint16) if count <= 0xFFFF else by_basin,
                                    kind="stable")]
     keys = keys[order]
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    change = np.flatnonzero(keys[1:] != keys[:-1])
+    starts = np.concatenate(([0], change + 1))
+    ends = np.append(change, keys.size - 1)
     y, x = np.divmod(order.astype(np.int32), np.int32(width))
     table = np.full((4, size), _EMPTY, dtype=np.int32)
     slots = keys[starts]
+    # Stable sorts keep each group in raster order: its first and last pixels hold the
+    # smallest and largest row; only the columns need a reduction.
     table[0, slots] = np.minimum.reduceat(x, starts)
-    table[1, slots] = np.minimum.reduceat(y, starts)
+    table[1, slots] = y[starts]
     table[2, slots] = -np.maximum.reduceat(x, starts)
-    table[3, slots] = -np.maximum.reduceat(y, starts)
+    table[3, slots] = -y[ends]
     table = table.reshape(4, count, times + 1)[:, :, :times]
     return np.minimum.accumulate(table, axis=2)
 
