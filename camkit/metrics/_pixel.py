@@ -39,11 +39,9 @@ def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
             raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got values in "
                              f"[{low}, {high}]")
         value = value.astype(np.uint8)
-    # One pass: values 2..254 are the only ones to refuse (bincount is cheaper than a lookup).
-    counts = np.bincount(value.reshape(-1), minlength=256)
-    refused = np.flatnonzero(counts[2:IGNORE])
-    if refused.size:
-        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {int(refused[0]) + 2}")
+    refused = (value > 1) & (value != IGNORE)  # uint8 comparisons: cheaper than a lookup
+    if refused.any():
+        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {value[refused][0]!r}")
     return value
 
 
@@ -153,11 +151,12 @@ class PixelAP(CountingState):
         bins = self._edges.size - 1
         size = 3 * (bins + 1)
         counts = np.zeros(size, dtype=np.int64)
-        for scores, label in zip(maps.reshape(labels.shape), labels, strict=True):
+        # 3 * (bin + 1) + label = 3 * bin + (label + 3): bin -1 lands in row 0.
+        label_slot = np.minimum(labels, 2) + np.uint8(3)
+        for scores, slot in zip(maps.reshape(labels.shape), label_slot, strict=True):
             index = self._bin_index(scores.reshape(-1))
-            index += 1
             index *= 3
-            index += np.minimum(label.reshape(-1), 2)
+            index += slot.reshape(-1)
             counts += np.bincount(index, minlength=size)
         per_label = counts.reshape(bins + 1, 3)
         self._state["background"] += per_label[1:, 0]
