@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from camkit._environment import cpu_model  # noqa: E402
+from camkit._eval_cli import single_threaded_worker  # noqa: E402
 from camkit.boxes import _compiled, _levels, boxes_from_scoremap, threshold_grid  # noqa: E402
 from camkit.metrics import BoxAccuracy, PixelAP  # noqa: E402
 
@@ -304,7 +305,8 @@ def bench_workers(maps64, gt_boxes, args):
     _, t_one = timed(camkit_correct, maps, boxes, thresholds, True)
     one = list(_SAMPLES)
     os.environ["CAMKIT_DISABLE_NUMBA"] = "1"  # the workers run the default install's path
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(
+            args.workers, initializer=single_threaded_worker) as pool:
         warm = 2 * args.workers  # start the workers and import camkit in them
         camkit_correct(maps[:warm], boxes[:warm], thresholds, True, pool, args.workers)
         _, t_many = timed(camkit_correct, maps, boxes, thresholds, True, pool, args.workers)

@@ -137,6 +137,16 @@ def _summary(kind: str, result: dict[str, Any]) -> str:
     return f"MaxBoxAccV2 = {result['max_box_acc_v2']:.4f} ({parts})"
 
 
+def single_threaded_worker() -> None:
+    """Pool initializer: one thread per worker process (the processes are the parallelism;
+    OpenCV's and PyTorch's own thread pools would only compete for the same cores)."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Run the evaluation described by parsed ``args``; returns the exit status."""
     from camkit.metrics import BoxAccuracy, PixelAP
@@ -156,7 +166,8 @@ def run_eval(args: argparse.Namespace) -> int:
             else:
                 import multiprocessing
 
-                pool = multiprocessing.get_context("spawn").Pool(args.workers)
+                pool = multiprocessing.get_context("spawn").Pool(
+                    args.workers, initializer=single_threaded_worker)
                 outputs = pool.imap_unordered(_evaluate_chunk, tasks)
             try:
                 for state, done, missing in outputs:

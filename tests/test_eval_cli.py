@@ -115,3 +115,17 @@ def test_eval_with_two_workers_equals_one(tmp_path):
     make_cub(tmp_path)
     assert run(tmp_path, "--dataset", "CUB", "--workers", "2")["result"] == \
         run(tmp_path, "--dataset", "CUB")["result"]
+
+
+def test_worker_processes_run_single_threaded():
+    """--workers N parallelizes over processes: each pins OpenCV and PyTorch to one thread so
+    that N workers do not compete for the same cores."""
+    import subprocess
+    import sys
+
+    code = ("import cv2, torch; from camkit._eval_cli import single_threaded_worker; "
+            "cv2.setNumThreads(4); torch.set_num_threads(4); single_threaded_worker(); "
+            "print(cv2.getNumThreads(), torch.get_num_threads())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["1", "1"]
