@@ -133,6 +133,16 @@ def test_hand_made_maps_equal_find_contours_compiled(name, multi, compiled_alway
         assert_tree_equals_oracle(HAND_MADE[name], threshold_grid(interval), multi)
 
 
+@pytest.mark.parametrize("limit", [0, 4000])
+def test_maps_with_too_many_basins_fall_back_to_searches(limit, tree_always, monkeypatch):
+    """Past the table budget a tree is not built: all levels (outer tree too large) or the
+    levels with holes (hole tree too large) are searched instead, with the same boxes."""
+    monkeypatch.setattr(_trees, "_TABLE_ENTRIES_MAX", limit)
+    monkeypatch.setattr(_trees, "_SEARCH_HOLE_LEVELS_UP_TO", -1)
+    for scoremap in (nested_rings(), camlike_maps(3, 1, size=48)[0]):
+        assert_tree_equals_oracle(scoremap, threshold_grid(0.001), True)
+
+
 def test_hole_box_is_the_hole_grown_by_one_pixel(tree_always, hole_path):
     m = np.full((10, 12), 0.9)
     m[3:6, 4:8] = 0.1  # hole pixels x 4..7, y 3..5

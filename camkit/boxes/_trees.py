@@ -40,6 +40,9 @@ _COLUMN_KERNEL = np.ones((3, 1), np.uint8)
 #: Shifts pairing each pixel with its forward neighbours (every adjacent pair once).
 _PAIRS_8 = ((0, 1), (1, 0), (1, 1), (1, -1))
 _PAIRS_4 = ((0, 1), (1, 0))
+#: Largest (basins + 1) x levels for which a tree is built: its tables hold 8 int32 per entry
+#: (about 64 MiB here); maps with more basins (noise) are searched level by level instead.
+_TABLE_ENTRIES_MAX = 1 << 21
 #: With every contour, levels with holes are searched one by one up to this many; past it the
 #: hole tree (about the cost of the outer one) is cheaper.
 _SEARCH_HOLE_LEVELS_UP_TO = 48
@@ -220,15 +223,18 @@ def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_
 
 
 def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, times: int,
-                     frame: bool) -> tuple[np.ndarray, np.ndarray]:
+                     frame: bool) -> tuple[np.ndarray, np.ndarray] | None:
     """Pixel bounding boxes of the components of every set ``{entry <= t}``, ``0 <= t < times``.
 
     Components are 8- or 4-connected; with ``frame`` the components touching the image edge
     are left out. Returns ``(t, boxes)``: ``(N,)`` times and ``(N, 4)`` inclusive
-    ``x0, y0, x1, y1``, sorted by time.
+    ``x0, y0, x1, y1``, sorted by time; or None when the map has so many basins that the
+    tables would pass ``_TABLE_ENTRIES_MAX`` (noisy maps: a search per level is cheaper).
     """
     width = entry.shape[1]
     basin, count = _basins(values, connectivity)
+    if (count + 1) * times > _TABLE_ENTRIES_MAX:
+        return None
     flat_entry = entry.ravel()
     tables = _leaf_tables(flat_entry, basin, count, width, times)
     present = tables[0] != _EMPTY
@@ -317,8 +323,11 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
     below = np.searchsorted(kept, np.arange(256), side="right")
     # Outer contours: sets grow as j falls; time = levels - 1 - j, a pixel enters at
     # levels - below[q] (== levels: never kept).
-    t_outer, outer = _component_boxes((levels - below[q]).astype(np.int16), scoremap, 8,
-                                      levels, frame=False)
+    found = _component_boxes((levels - below[q]).astype(np.int16), scoremap, 8, levels,
+                             frame=False)
+    if found is None:  # too many basins: every level is searched
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.arange(levels)
+    t_outer, outer = found
     level = levels - 1 - t_outer
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
@@ -332,7 +341,11 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
         plain = holes[level] == 0
         return level[plain], boxes[plain], with_holes
     # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
-    t_hole, inner = _component_boxes(below[q].astype(np.int16), scoremap, 4, levels, frame=True)
+    found = _component_boxes(below[q].astype(np.int16), scoremap, 4, levels, frame=True)
+    if found is None:  # too many basins in the complement: the levels with holes are searched
+        plain = holes[level] == 0
+        return level[plain], boxes[plain], with_holes
+    t_hole, inner = found
     hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
                                   np.minimum(inner[:, 2] + 2, width - 1),
                                   np.minimum(inner[:, 3] + 2, height - 1)])
