@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-_PARENT, _SIZE, _X0, _Y0, _X1, _Y1, _EDGE = range(7)  # columns of the node table
+_SIZE, _X0, _Y0, _X1, _Y1, _EDGE = range(1, 7)  # columns of the node table
 #: The compiled kernel once loaded; ``False`` when numba is missing or disabled.
 _KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | bool | None = None
 
@@ -41,10 +41,10 @@ def available() -> bool:
     return _KERNEL is not False
 
 
-def _find(node: np.ndarray, item: int) -> int:
-    while node[item, _PARENT] != item:  # path halving
-        node[item, _PARENT] = node[node[item, _PARENT], _PARENT]
-        item = node[item, _PARENT]
+def _find(parent: np.ndarray, item: int) -> int:
+    while parent[item] != item:  # path halving
+        parent[item] = parent[parent[item]]
+        item = parent[item]
     return item
 
 
@@ -73,8 +73,10 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
             order_y[fill[t]], order_x[fill[t]] = y, x
             fill[t] += 1
 
-    # One row of 8 int32 per cell (parent, size, box, edge flag): a union touches one line.
-    node = np.full(((height + 2) * stride, 8), -1, np.int32)
+    # Parents apart (finds touch nothing else); one row of 8 int32 per cell for the size, the
+    # box and the edge flag, so that a union touches one cache line per set.
+    parent = np.full((height + 2) * stride, -1, np.int32)
+    node = np.empty(((height + 2) * stride, 8), np.int32)
     live = np.empty(height * width, np.int32)
     live_count = 0
     if connectivity == 8:
@@ -90,7 +92,7 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
         for k in range(counts[t], counts[t + 1]):
             p = order[k]
             y, x = order_y[k], order_x[k]
-            node[p, _PARENT] = p
+            parent[p] = p
             node[p, _SIZE] = 1
             node[p, _X0], node[p, _Y0], node[p, _X1], node[p, _Y1] = x, y, x, y
             node[p, _EDGE] = y == 0 or x == 0 or y == height - 1 or x == width - 1
@@ -99,16 +101,17 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
             root = p
             for step in steps:
                 n = p + step
-                if node[n, _PARENT] < 0:
+                up = parent[n]
+                if up < 0 or up == root:  # absent, or already joined (its parent is the root)
                     continue
-                other = _find(node, n)
+                other = _find(parent, up)
                 if other == root:
                     continue
                 if node[root, _SIZE] >= node[other, _SIZE]:
                     a, b = root, other
                 else:
                     a, b = other, root
-                node[b, _PARENT] = a  # b's box, size and edge flag go to a
+                parent[b] = a  # b's box, size and edge flag go to a
                 node[a, _SIZE] += node[b, _SIZE]
                 node[a, _X0] = min(node[a, _X0], node[b, _X0])
                 node[a, _Y0] = min(node[a, _Y0], node[b, _Y0])
@@ -119,7 +122,7 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
         kept = 0  # compact the live roots, writing out each one's box
         for k in range(live_count):
             root = live[k]
-            if node[root, _PARENT] != root:
+            if parent[root] != root:
                 continue
             live[kept] = root
             kept += 1
