@@ -146,8 +146,9 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
 def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
                          multi_contour: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``tree_level_boxes``' contract (see there), computed by the compiled union-find; no
-    level is left to a search except, in single-contour mode, those with several
-    components. Call only after ``available()`` returned True."""
+    level is left to a search except, in single-contour mode, those with several components
+    (``level_boxes`` uses the trees' area bounds there instead). Call only after
+    ``available()`` returned True."""
     kernel = _KERNEL
     assert callable(kernel), "compiled_level_boxes called before available()"
     height, width = q.shape

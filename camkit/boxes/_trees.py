@@ -223,12 +223,13 @@ def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_
 
 
 def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, times: int,
-                     frame: bool) -> tuple[np.ndarray, np.ndarray] | None:
+                     frame: bool, cells: bool = False) -> tuple[np.ndarray, ...] | None:
     """Pixel bounding boxes of the components of every set ``{entry <= t}``, ``0 <= t < times``.
 
     Components are 8- or 4-connected; with ``frame`` the components touching the image edge
     are left out. Returns ``(t, boxes)``: ``(N,)`` times and ``(N, 4)`` inclusive
-    ``x0, y0, x1, y1``, sorted by time; or None when the map has so many basins that the
+    ``x0, y0, x1, y1``, sorted by time, and with ``cells`` also ``(N,)`` the number of 2x2
+    pixel blocks wholly in each component; or None when the map has so many basins that the
     tables would pass ``_TABLE_ENTRIES_MAX`` (noisy maps: a search per level is cheaper).
     """
     width = entry.shape[1]
@@ -269,7 +270,37 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
         inside = (first[node] > position_outside) | (first[node] + size[node] <= position_outside)
         t, reduced = t[inside], reduced[:, inside]
     boxes = np.stack([reduced[0], reduced[1], -reduced[2], -reduced[3]], axis=1)
-    return t, boxes.astype(np.int64)
+    if not cells:
+        return t, boxes.astype(np.int64)
+    # A 2x2 block is in the set from the entry of its last pixel on, and in the component of
+    # its top-left pixel's basin; per-basin counts are summed over the same leaf runs.
+    block_entry = np.maximum(np.maximum(entry[:-1, :-1], entry[:-1, 1:]),
+                             np.maximum(entry[1:, :-1], entry[1:, 1:])).ravel()
+    block_basin = basin.reshape(entry.shape)[:-1, :-1].ravel()
+    present_blocks = block_entry < times
+    per_time = np.bincount(block_basin[present_blocks].astype(np.int64) * times
+                           + block_entry[present_blocks], minlength=count * times)
+    leaf_cells = np.cumsum(per_time.reshape(count, times), axis=1)
+    cell_runs = leaf_cells[leaf_order].T.ravel()
+    full = np.add.reduceat(cell_runs, starts) if starts.size else np.zeros(0, np.int64)
+    return t, boxes.astype(np.int64), full
+
+
+def _largest_contour(level: np.ndarray, pixel_boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Rows of the components whose contour is, provably, the one of largest area at its level.
+
+    A contour through the centres of a component's border pixels encloses every 2x2 block of
+    the component (area >= ``cells``) and lies in the box of its pixel centres (area <=
+    ``(x1 - x0) * (y1 - y0)``). When only one component's upper bound reaches the largest
+    lower bound of its level, it is the winner (ties between areas cannot occur then);
+    otherwise the level is left to a contour search, which compares exact areas.
+    """
+    upper = (pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1])
+    group = np.flatnonzero(np.concatenate(([True], level[1:] != level[:-1])))
+    sizes = np.diff(np.append(group, level.size))
+    best = np.repeat(np.maximum.reduceat(cells, group), sizes)
+    contenders = np.repeat(np.add.reduceat((upper >= best).astype(np.int64), group), sizes)
+    return np.flatnonzero((contenders == 1) & (cells == best))
 
 
 def euler_numbers(q: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -324,17 +355,19 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
     # Outer contours: sets grow as j falls; time = levels - 1 - j, a pixel enters at
     # levels - below[q] (== levels: never kept).
     found = _component_boxes((levels - below[q]).astype(np.int16), scoremap, 8, levels,
-                             frame=False)
+                             frame=False, cells=not multi_contour)
     if found is None:  # too many basins: every level is searched
         return np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.arange(levels)
-    t_outer, outer = found
+    t_outer, outer = found[0], found[1]
     level = levels - 1 - t_outer
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
-    components = np.bincount(level, minlength=levels)
     if not multi_contour:
-        single = components[level] == 1
-        return level[single], boxes[single], np.flatnonzero(components > 1)
+        winner = _largest_contour(level, outer, found[2])
+        settled = np.zeros(levels, dtype=bool)
+        settled[level[winner]] = True
+        return level[winner], boxes[winner], np.flatnonzero(~settled)
+    components = np.bincount(level, minlength=levels)
     holes = components - euler_numbers(q, kept)
     with_holes = np.flatnonzero(holes > 0)
     if with_holes.size <= _SEARCH_HOLE_LEVELS_UP_TO:
