@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wsol_reference import oracle_boxes, oracle_correct
+from wsol_reference import oracle_binary_boxes, oracle_boxes, oracle_correct
 
 from camkit.boxes import _compiled, _levels, _trees, threshold_grid
 from camkit.boxes._levels import level_boxes, quantize, threshold_levels
@@ -142,19 +142,12 @@ def test_compiled_kernel_contract_in_both_modes(multi, compiled_always):
     kept = kept[kept > 0]
     level, boxes, search = _compiled.compiled_level_boxes(q, kept, multi)
     for index, value in enumerate(kept.tolist()):
-        contours = cv2.findContours((q >= value).view(np.uint8), cv2.RETR_TREE,
-                                    cv2.CHAIN_APPROX_SIMPLE)[0]
         got = sorted(map(tuple, boxes[level == index].tolist()))
         if index in search:
             assert not multi and not got
             continue
-        if not multi:
-            contours = [max(contours, key=cv2.contourArea)]
-        expected = []
-        for contour in contours:
-            x, y, w, h = cv2.boundingRect(contour)
-            expected.append((x, y, min(x + w, q.shape[1] - 1), min(y + h, q.shape[0] - 1)))
-        assert got == sorted(expected)
+        expected = oracle_binary_boxes((q >= value).view(np.uint8), multi)
+        assert got == sorted(map(tuple, expected.tolist()))
 
 
 def test_single_contour_bounds_settle_most_levels_of_a_dominant_blob(tree_always):

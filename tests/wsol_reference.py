@@ -10,24 +10,28 @@ import cv2
 import numpy as np
 
 
+def oracle_binary_boxes(binary: np.ndarray, multi_contour: bool) -> np.ndarray:
+    """Protocol boxes of a binary image, straight from ``cv2.findContours``."""
+    height, width = binary.shape[:2]
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return np.zeros((1, 4), dtype=np.int64)
+    if not multi_contour:
+        contours = [max(contours, key=cv2.contourArea)]
+    boxes = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+    return np.asarray(boxes, dtype=np.int64)
+
+
 def oracle_boxes(scoremap: np.ndarray, thresholds, multi_contour: bool) -> list[np.ndarray]:
     """Boxes per threshold of a float64 map, straight from ``cv2.findContours``."""
-    height, width = scoremap.shape
     image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
     result = []
     for threshold in thresholds:
         _, binary = cv2.threshold(image, int(threshold * np.max(image)), 255, cv2.THRESH_BINARY)
-        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-        if len(contours) == 0:
-            result.append(np.zeros((1, 4), dtype=np.int64))
-            continue
-        if not multi_contour:
-            contours = [max(contours, key=cv2.contourArea)]
-        boxes = []
-        for contour in contours:
-            x, y, w, h = cv2.boundingRect(contour)
-            boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
-        result.append(np.asarray(boxes, dtype=np.int64))
+        result.append(oracle_binary_boxes(binary, multi_contour))
     return result
 
 
