@@ -92,19 +92,23 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
         for k in range(counts[t], counts[t + 1]):
             p = order[k]
             y, x = order_y[k], order_x[k]
-            parent[p] = p
-            node[p, _SIZE] = 1
-            node[p, _X0], node[p, _Y0], node[p, _X1], node[p, _Y1] = x, y, x, y
-            node[p, _EDGE] = y == 0 or x == 0 or y == height - 1 or x == width - 1
-            live[live_count] = p
-            live_count += 1
-            root = p
+            on_edge = y == 0 or x == 0 or y == height - 1 or x == width - 1
+            root = -1
             for step in steps:
-                n = p + step
-                up = parent[n]
+                up = parent[p + step]
                 if up < 0 or up == root:  # absent, or already joined (its parent is the root)
                     continue
                 other = _find(parent, up)
+                if root < 0:  # the first set met takes p in: no set of its own
+                    root = other
+                    parent[p] = root
+                    node[root, _SIZE] += 1
+                    node[root, _X0] = min(node[root, _X0], x)
+                    node[root, _Y0] = min(node[root, _Y0], y)
+                    node[root, _X1] = max(node[root, _X1], x)
+                    node[root, _Y1] = max(node[root, _Y1], y)
+                    node[root, _EDGE] = node[root, _EDGE] | on_edge
+                    continue
                 if other == root:
                     continue
                 if node[root, _SIZE] >= node[other, _SIZE]:
@@ -119,6 +123,13 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
                 node[a, _Y1] = max(node[a, _Y1], node[b, _Y1])
                 node[a, _EDGE] = node[a, _EDGE] | node[b, _EDGE]
                 root = a
+            if root < 0:  # no present neighbour: a new set, and a new live root
+                parent[p] = p
+                node[p, _SIZE] = 1
+                node[p, _X0], node[p, _Y0], node[p, _X1], node[p, _Y1] = x, y, x, y
+                node[p, _EDGE] = on_edge
+                live[live_count] = p
+                live_count += 1
         kept = 0  # compact the live roots, writing out each one's box
         for k in range(live_count):
             root = live[k]
