@@ -129,9 +129,6 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
                     present[np.minimum(position, present.size - 1)], _EMPTY_KEY)
     unique_keys, set_of_threshold = np.unique(keys, return_inverse=True)
     kept = unique_keys[unique_keys != _EMPTY_KEY]
-    top, bottom, left, right = _crop_bounds(q, kept)
-    bounds = np.stack([top, bottom + 1, left, right + 1], axis=1).tolist()
-    kept_list = kept.tolist()
 
     from camkit.boxes import _compiled
 
@@ -147,16 +144,19 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         tree_level = np.zeros(0, dtype=np.int64)
         tree_boxes = np.zeros((0, 4), dtype=np.int64)
         search = np.arange(kept.size)
+    # Each searched set is searched on its bounding crop: (y0, y1, x0, x1), ends exclusive.
+    top, bottom, left, right = _crop_bounds(q, kept[search])
+    bounds = np.stack([top, bottom + 1, left, right + 1], axis=1)
     rects: list = []
     counts: list[int] = []
-    for index in search.tolist():
-        block = _search_contours(q, kept_list[index], bounds[index], multi_contour)
+    for value, crop in zip(kept[search].tolist(), bounds.tolist(), strict=True):
+        block = _search_contours(q, value, crop, multi_contour)
         rects.extend(block)
         counts.append(len(block))
 
     if rects:
         xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
-        origin = np.repeat(np.asarray(bounds, dtype=np.int64)[search][:, [2, 0]], counts, axis=0)
+        origin = np.repeat(bounds[:, [2, 0]].astype(np.int64), counts, axis=0)
         x_min, y_min = xywh[:, 0] + origin[:, 0], xywh[:, 1] + origin[:, 1]
         searched = np.column_stack([
             x_min, y_min,
