@@ -127,15 +127,16 @@ def test_hand_made_maps_equal_find_contours(name, multi, tree_always, hole_path)
 
 
 @pytest.mark.parametrize("name", sorted(HAND_MADE))
-def test_hand_made_maps_equal_find_contours_compiled(name, compiled_always):
+@pytest.mark.parametrize("multi", [True, False])
+def test_hand_made_maps_equal_find_contours_compiled(name, multi, compiled_always):
     for interval in (0.01, 0.001):
-        assert_tree_equals_oracle(HAND_MADE[name], threshold_grid(interval), True)
+        assert_tree_equals_oracle(HAND_MADE[name], threshold_grid(interval), multi)
 
 
 @pytest.mark.parametrize("multi", [True, False])
 def test_compiled_kernel_contract_in_both_modes(multi, compiled_always):
-    """``compiled_level_boxes`` itself: in single-contour mode it settles the one-component
-    levels and leaves the others to a search."""
+    """``compiled_level_boxes`` itself: in single-contour mode it settles the levels whose
+    largest contour the area bounds prove and leaves the others to a search."""
     scoremap = camlike_maps(5, 1, size=40)[0]
     q = quantize(scoremap)
     kept = np.flatnonzero(np.bincount(q.ravel(), minlength=256))
@@ -150,16 +151,19 @@ def test_compiled_kernel_contract_in_both_modes(multi, compiled_always):
         assert got == sorted(map(tuple, expected.tolist()))
 
 
-def test_single_contour_bounds_settle_most_levels_of_a_dominant_blob(tree_always):
+@pytest.mark.parametrize("path", PATHS)
+def test_single_contour_bounds_settle_most_levels_of_a_dominant_blob(path):
     """One large blob and small clutter: the area bounds pick the blob without a search."""
     scoremap = gaussian(60, 60, 30, 30, 12) + 0.2 * camlike_maps(9, 1, size=60)[0]
     scoremap /= scoremap.max()
     q = quantize(scoremap)
     kept = np.flatnonzero(np.bincount(q.ravel(), minlength=256))
     kept = kept[kept > 0]
-    _, _, search = _trees.tree_level_boxes(scoremap, q, kept, multi_contour=False)
+    if path == "trees":
+        _, _, search = _trees.tree_level_boxes(scoremap, q, kept, multi_contour=False)
+    else:
+        _, _, search = _compiled.compiled_level_boxes(q, kept, multi_contour=False)
     assert search.size < kept.size // 4
-    assert_tree_equals_oracle(scoremap, threshold_grid(0.001), False)
 
 
 @pytest.mark.parametrize("limit", [0, 4000])

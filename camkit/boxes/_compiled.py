@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-_SIZE, _X0, _Y0, _X1, _Y1, _EDGE = range(1, 7)  # columns of the node table
+_SIZE, _X0, _Y0, _X1, _Y1, _EDGE, _CELLS = range(1, 8)  # columns of the node table
 #: The compiled kernel once loaded; ``False`` when numba is missing or disabled.
 _KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | bool | None = None
 
@@ -49,10 +49,11 @@ def _find(parent: np.ndarray, item: int) -> int:
 
 
 def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, connectivity: int,
-                      frame: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Times and inclusive pixel boxes of the components of ``{entry <= t}`` for every
-    ``0 <= t < times``, with ``entry = entry_of_value[q]`` (those touching the image edge left
-    out with ``frame``)."""
+                      frame: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times, inclusive pixel boxes and full 2x2 pixel blocks of the components of
+    ``{entry <= t}`` for every ``0 <= t < times``, with ``entry = entry_of_value[q]`` (those
+    touching the image edge left out with ``frame``; blocks counted for 8-connectivity only,
+    the single-contour mode's area bound)."""
     height, width = q.shape
     stride = width + 2  # a one-pixel frame that is never present: no bounds checks
     # Counting sort of the pixels by entry time, kept as framed indices and coordinates.
@@ -84,9 +85,11 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
                           stride + 1])
     else:
         steps = np.array([-stride, -1, 1, stride])
+    corners = np.array([-stride - 1, -stride, -1, 0])  # top-left cells of p's 2x2 blocks
     capacity = 1024
     out_t = np.empty(capacity, np.int64)
     out_box = np.empty((capacity, 4), np.int64)
+    out_cells = np.empty(capacity, np.int64)
     written = 0
     for t in range(times):
         for k in range(counts[t], counts[t + 1]):
@@ -122,14 +125,26 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
                 node[a, _X1] = max(node[a, _X1], node[b, _X1])
                 node[a, _Y1] = max(node[a, _Y1], node[b, _Y1])
                 node[a, _EDGE] = node[a, _EDGE] | node[b, _EDGE]
+                node[a, _CELLS] += node[b, _CELLS]
                 root = a
             if root < 0:  # no present neighbour: a new set, and a new live root
                 parent[p] = p
                 node[p, _SIZE] = 1
                 node[p, _X0], node[p, _Y0], node[p, _X1], node[p, _Y1] = x, y, x, y
                 node[p, _EDGE] = on_edge
+                node[p, _CELLS] = 0
                 live[live_count] = p
                 live_count += 1
+                root = p
+            if connectivity == 8:  # 2x2 blocks that p completes (all in p's set)
+                blocks = 0
+                for corner_step in corners:
+                    corner = p + corner_step
+                    if parent[corner] >= 0 and parent[corner + 1] >= 0 and \
+                            parent[corner + stride] >= 0 and parent[corner + stride + 1] >= 0:
+                        blocks += 1
+                if blocks:
+                    node[_find(parent, root), _CELLS] += blocks
         kept = 0  # compact the live roots, writing out each one's box
         for k in range(live_count):
             root = live[k]
@@ -143,37 +158,42 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
                 capacity *= 2
                 grown_t = np.empty(capacity, np.int64)
                 grown_box = np.empty((capacity, 4), np.int64)
+                grown_cells = np.empty(capacity, np.int64)
                 grown_t[:written] = out_t[:written]
                 grown_box[:written] = out_box[:written]
-                out_t, out_box = grown_t, grown_box
+                grown_cells[:written] = out_cells[:written]
+                out_t, out_box, out_cells = grown_t, grown_box, grown_cells
             out_t[written] = t
+            out_cells[written] = node[root, _CELLS]
             out_box[written, 0], out_box[written, 1] = node[root, _X0], node[root, _Y0]
             out_box[written, 2], out_box[written, 3] = node[root, _X1], node[root, _Y1]
             written += 1
         live_count = kept
-    return out_t[:written], out_box[:written]
+    return out_t[:written], out_box[:written], out_cells[:written]
 
 
 def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
                          multi_contour: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``tree_level_boxes``' contract (see there), computed by the compiled union-find; no
-    level is left to a search except, in single-contour mode, those with several components
-    (``level_boxes`` uses the trees' area bounds there instead). Call only after
+    """``tree_level_boxes``' contract (see there), computed by the compiled union-find,
+    with the same contour-area bounds in single-contour mode. Call only after
     ``available()`` returned True."""
     kernel = _KERNEL
     assert callable(kernel), "compiled_level_boxes called before available()"
     height, width = q.shape
     levels = kept.size
     below = np.searchsorted(kept, np.arange(256), side="right")
-    t_outer, outer = kernel(q, levels - below, levels, 8, False)
+    t_outer, outer, cells = kernel(q, levels - below, levels, 8, False)
     level = levels - 1 - t_outer
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
     if not multi_contour:
-        components = np.bincount(level, minlength=levels)
-        single = components[level] == 1
-        return level[single], boxes[single], np.flatnonzero(components > 1)
-    t_hole, inner = kernel(q, below, levels, 4, True)
+        from camkit.boxes._trees import largest_contour
+
+        winner = largest_contour(level, outer, cells)
+        settled = np.zeros(levels, dtype=bool)
+        settled[level[winner]] = True
+        return level[winner], boxes[winner], np.flatnonzero(~settled)
+    t_hole, inner, _ = kernel(q, below, levels, 4, True)
     hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
                                   np.minimum(inner[:, 2] + 2, width - 1),
                                   np.minimum(inner[:, 3] + 2, height - 1)])

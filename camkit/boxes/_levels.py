@@ -115,9 +115,9 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         multi_contour: every contour (outer and hole) or the single largest one.
         scoremap: the float64 map ``q`` came from. With it, boxes within a set come in no
             particular order, and the boxes of most sets come from the compiled union-find
-            (``camkit.boxes._compiled``, with numba, every contour) or else the component
-            trees (``camkit.boxes._trees``), past ``_TREE_ABOVE`` sets. Without it,
-            boxes are in ``cv2.findContours``' order.
+            (``camkit.boxes._compiled``, with numba) or else the component trees
+            (``camkit.boxes._trees``), past ``_TREE_ABOVE`` sets. Without it, boxes are in
+            ``cv2.findContours``' order.
     """
     import cv2
 
@@ -132,9 +132,8 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
 
     from camkit.boxes import _compiled
 
-    # The compiled path has no contour-area bounds: single-contour mode stays with the trees.
-    if scoremap is not None and kept.size > _TREE_ABOVE and multi_contour and _USE_COMPILED \
-            and _compiled.available():
+    if scoremap is not None and kept.size > _TREE_ABOVE and _USE_COMPILED and \
+            _compiled.available():
         tree_level, tree_boxes, search = _compiled.compiled_level_boxes(q, kept, multi_contour)
     elif scoremap is not None and kept.size > _TREE_ABOVE:
         from camkit.boxes._trees import tree_level_boxes

@@ -286,7 +286,7 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     return t, boxes.astype(np.int64), full
 
 
-def _largest_contour(level: np.ndarray, pixel_boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
+def largest_contour(level: np.ndarray, pixel_boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Rows of the components whose contour is, provably, the one of largest area at its level.
 
     A contour through the centres of a component's border pixels encloses every 2x2 block of
@@ -363,7 +363,7 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
     if not multi_contour:
-        winner = _largest_contour(level, outer, found[2])
+        winner = largest_contour(level, outer, found[2])
         settled = np.zeros(levels, dtype=bool)
         settled[level[winner]] = True
         return level[winner], boxes[winner], np.flatnonzero(~settled)
