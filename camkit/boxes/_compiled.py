@@ -49,11 +49,11 @@ def _find(parent: np.ndarray, item: int) -> int:
 
 
 def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, connectivity: int,
-                      frame: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      frame: bool, blocks_too: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Times, inclusive pixel boxes and full 2x2 pixel blocks of the components of
     ``{entry <= t}`` for every ``0 <= t < times``, with ``entry = entry_of_value[q]`` (those
-    touching the image edge left out with ``frame``; blocks counted for 8-connectivity only,
-    the single-contour mode's area bound)."""
+    touching the image edge left out with ``frame``; blocks counted with ``blocks_too`` only,
+    for the single-contour mode's area bound, else 0)."""
     height, width = q.shape
     stride = width + 2  # a one-pixel frame that is never present: no bounds checks
     # Counting sort of the pixels by entry time, kept as framed indices and coordinates.
@@ -136,7 +136,7 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
                 live[live_count] = p
                 live_count += 1
                 root = p
-            if connectivity == 8:  # 2x2 blocks that p completes (all in p's set)
+            if blocks_too:  # 2x2 blocks that p completes (all in p's set)
                 blocks = 0
                 for corner_step in corners:
                     corner = p + corner_step
@@ -182,7 +182,7 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
     height, width = q.shape
     levels = kept.size
     below = np.searchsorted(kept, np.arange(256), side="right")
-    t_outer, outer, cells = kernel(q, levels - below, levels, 8, False)
+    t_outer, outer, cells = kernel(q, levels - below, levels, 8, False, not multi_contour)
     level = levels - 1 - t_outer
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
@@ -193,7 +193,7 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
         settled = np.zeros(levels, dtype=bool)
         settled[level[winner]] = True
         return level[winner], boxes[winner], np.flatnonzero(~settled)
-    t_hole, inner, _ = kernel(q, below, levels, 4, True)
+    t_hole, inner, _ = kernel(q, below, levels, 4, True, False)
     hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
                                   np.minimum(inner[:, 2] + 2, width - 1),
                                   np.minimum(inner[:, 3] + 2, height - 1)])
