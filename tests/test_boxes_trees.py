@@ -204,6 +204,15 @@ def contour_euler(q: np.ndarray, value: int) -> int:
     return euler
 
 
+def test_euler_numbers_histogram_paths_agree(monkeypatch):
+    """OpenCV's float32 histograms (small maps) and NumPy's bincount (huge maps) agree."""
+    q = np.random.default_rng(0).integers(0, 256, (40, 50)).astype(np.uint8)
+    kept = np.flatnonzero(np.bincount(q.ravel(), minlength=256))[1:]
+    with_opencv = euler_numbers(q, kept)
+    monkeypatch.setattr(_trees, "_HISTOGRAM_EXACT_BELOW", 0)
+    np.testing.assert_array_equal(euler_numbers(q, kept), with_opencv)
+
+
 @given(st.integers(0, 2**31 - 1), st.sampled_from(["levels", "uniform"]))
 def test_euler_numbers_equal_contour_counts(seed, kind):
     rng = np.random.default_rng(seed)

@@ -43,6 +43,8 @@ _PAIRS_4 = ((0, 1), (1, 0))
 #: Largest (basins + 1) x levels for which a tree is built: its tables hold 8 int32 per entry
 #: (about 64 MiB here); maps with more basins (noise) are searched level by level instead.
 _TABLE_ENTRIES_MAX = 1 << 21
+#: OpenCV's histograms count in float32: exact below 2**24 pixels, NumPy's bincount past it.
+_HISTOGRAM_EXACT_BELOW = 1 << 24
 #: With every contour, levels with holes are searched one by one up to this many; past it the
 #: hole tree (about the cost of the outer one) is cheaper.
 _SEARCH_HOLE_LEVELS_UP_TO = 48
@@ -303,13 +305,22 @@ def largest_contour(level: np.ndarray, pixel_boxes: np.ndarray, cells: np.ndarra
     return np.flatnonzero((contenders == 1) & (cells == best))
 
 
+def _lookup(q: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[q]`` as uint8 (values 0..255), through OpenCV's lookup table (fast on uint8)."""
+    import cv2
+
+    return cv2.LUT(q, table.astype(np.uint8))
+
+
 def euler_numbers(q: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """Euler number (8-connected components minus 4-connected holes) of ``{q >= v}`` for each
     kept value ``v``, from the 2x2 pixel quads of the zero-padded map (Gray's bit quads):
     ``4 E = n1 - n3 - 2 nD``, counted for every level at once from each quad's sorted values."""
+    import cv2
+
     padded = np.pad(q, 1)
-    a, b = padded[:-1, :-1].ravel(), padded[:-1, 1:].ravel()
-    c, d = padded[1:, :-1].ravel(), padded[1:, 1:].ravel()
+    a, b = padded[:-1, :-1], padded[:-1, 1:]
+    c, d = padded[1:, :-1], padded[1:, 1:]
     # The quad's diagonals are (a, d) and (b, c); sort its four values s1 >= s2 >= s3 >= s4.
     high_1, low_1 = np.maximum(a, d), np.minimum(a, d)
     high_2, low_2 = np.maximum(b, c), np.minimum(b, c)
@@ -318,13 +329,19 @@ def euler_numbers(q: np.ndarray, kept: np.ndarray) -> np.ndarray:
     s2, s3 = np.maximum(middle_high, middle_low), np.minimum(middle_high, middle_low)
     # At level v the quad has one pixel on for s2 < v <= s1, two for s3 < v <= s2 (a diagonal
     # pair when both of one diagonal beat both of the other), three for s4 < v <= s3.
-    diagonal = (low_1 > high_2) | (low_2 > high_1)
+    diagonal = ((low_1 > high_2) | (low_2 > high_1)).view(np.uint8)
 
-    def starts(values: np.ndarray) -> np.ndarray:  # quads whose interval opens above value
-        return np.bincount(values, minlength=256).astype(np.int64)
+    exact_in_float32 = padded.size < _HISTOGRAM_EXACT_BELOW
+
+    def starts(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Quads whose interval opens above each value."""
+        if exact_in_float32:  # much cheaper than bincount's cast of uint8 to intp
+            return cv2.calcHist([values], [0], mask, [256], [0, 256]).ravel().astype(np.int64)
+        chosen = values if mask is None else values[mask.view(bool)]
+        return np.bincount(chosen.ravel(), minlength=256).astype(np.int64)
 
     change = (starts(s2) - starts(s1)) - (starts(s4) - starts(s3))
-    change -= 2 * (starts(s3[diagonal]) - starts(s2[diagonal]))
+    change -= 2 * (starts(s3, diagonal) - starts(s2, diagonal))
     # An interval (lo, hi] covers v when lo < v <= hi: shift by one, then accumulate.
     quarter = np.cumsum(np.concatenate(([0], change[:-1])))
     return quarter[kept] // 4
@@ -354,7 +371,7 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
     below = np.searchsorted(kept, np.arange(256), side="right")
     # Outer contours: sets grow as j falls; time = levels - 1 - j, a pixel enters at
     # levels - below[q] (== levels: never kept).
-    found = _component_boxes((levels - below[q]).astype(np.int16), scoremap, 8, levels,
+    found = _component_boxes(_lookup(q, levels - below), scoremap, 8, levels,
                              frame=False, cells=not multi_contour)
     if found is None:  # too many basins: every level is searched
         return np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.arange(levels)
@@ -374,7 +391,7 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
         plain = holes[level] == 0
         return level[plain], boxes[plain], with_holes
     # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
-    found = _component_boxes(below[q].astype(np.int16), scoremap, 4, levels, frame=True)
+    found = _component_boxes(_lookup(q, below), scoremap, 4, levels, frame=True)
     if found is None:  # too many basins in the complement: the levels with holes are searched
         plain = holes[level] == 0
         return level[plain], boxes[plain], with_holes
