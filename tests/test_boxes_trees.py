@@ -314,3 +314,25 @@ def test_compiled_path_can_be_disabled_and_numba_is_imported_lazily():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_kernel_that_fails_warns_once_and_falls_back_to_the_trees(monkeypatch):
+    """A numba that imports but cannot compile the kernel: one warning, same counts, and the
+    compiled path is not tried again."""
+    calls = []
+
+    def broken_kernel(*args):
+        calls.append(args)
+        raise RuntimeError("cannot compile here\nsecond line")
+
+    monkeypatch.setattr(_compiled, "_KERNEL", broken_kernel)
+    maps = camlike_maps(4, 2)
+    gt = [np.array([[10, 10, 60, 60]]), np.array([[0, 0, 95, 95]])]
+    grid = threshold_grid(0.001)
+    metric = BoxAccuracy(grid)
+    with pytest.warns(RuntimeWarning, match=r"compiled box kernel .* failed \(RuntimeError: "
+                                            r"cannot compile here\)"):
+        metric.update(maps, gt)
+    assert len(calls) == 1 and _compiled._KERNEL is False
+    expected = oracle_correct(maps, gt, grid, (0.3, 0.5, 0.7), True)
+    np.testing.assert_array_equal(metric.state_dict()["state"]["correct"], expected)

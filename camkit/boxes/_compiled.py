@@ -15,6 +15,7 @@ numba is imported, and the kernel compiled (cached on disk), on the first call o
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -173,27 +174,40 @@ def _level_components(q: np.ndarray, entry_of_value: np.ndarray, times: int, con
 
 
 def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
-                         multi_contour: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         multi_contour: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """``tree_level_boxes``' contract (see there), computed by the compiled union-find,
-    with the same contour-area bounds in single-contour mode. Call only after
-    ``available()`` returned True."""
+    with the same contour-area bounds in single-contour mode; None when the compiled path
+    cannot run here (numba missing or disabled, or the kernel failed to compile: then a
+    warning, once, and the NumPy/OpenCV paths from then on)."""
+    global _KERNEL
+    if not available() or not callable(_KERNEL):
+        return None
     kernel = _KERNEL
-    assert callable(kernel), "compiled_level_boxes called before available()"
     height, width = q.shape
     levels = kept.size
     below = np.searchsorted(kept, np.arange(256), side="right")
-    t_outer, outer, cells = kernel(q, levels - below, levels, 8, False, not multi_contour)
+    try:
+        t_outer, outer, cells = kernel(q, levels - below, levels, 8, False, not multi_contour)
+        holes = kernel(q, below, levels, 4, True, False) if multi_contour else None
+    except Exception as error:  # numba could not compile or run the kernel on this machine
+        _KERNEL = False
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+        warnings.warn(f"camkit: the compiled box kernel (camkit[fast]) failed ({reason}); "
+                      "using the NumPy/OpenCV path from now on (same results)",
+                      RuntimeWarning, stacklevel=2)
+        return None
     level = levels - 1 - t_outer
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
-    if not multi_contour:
+    if holes is None:
         from camkit.boxes._trees import largest_contour
 
         winner = largest_contour(level, outer, cells)
         settled = np.zeros(levels, dtype=bool)
         settled[level[winner]] = True
         return level[winner], boxes[winner], np.flatnonzero(~settled)
-    t_hole, inner, _ = kernel(q, below, levels, 4, True, False)
+    t_hole, inner, _ = holes
     hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
                                   np.minimum(inner[:, 2] + 2, width - 1),
                                   np.minimum(inner[:, 3] + 2, height - 1)])

@@ -132,9 +132,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
 
     from camkit.boxes import _compiled
 
-    if scoremap is not None and kept.size > _TREE_ABOVE and _USE_COMPILED and \
-            _compiled.available():
-        tree_level, tree_boxes, search = _compiled.compiled_level_boxes(q, kept, multi_contour)
+    compiled = None
+    if scoremap is not None and kept.size > _TREE_ABOVE and _USE_COMPILED:
+        compiled = _compiled.compiled_level_boxes(q, kept, multi_contour)
+    if compiled is not None:
+        tree_level, tree_boxes, search = compiled
     elif scoremap is not None and kept.size > _TREE_ABOVE:
         from camkit.boxes._trees import tree_level_boxes
 
