@@ -47,7 +47,7 @@ def tree_always(monkeypatch):
 def compiled_always(monkeypatch):
     if not NUMBA:
         pytest.skip("numba (camkit[fast]) is not installed")
-    monkeypatch.setattr(_levels, "_TREE_ABOVE", 0)
+    monkeypatch.setattr(_levels, "_COMPILED_ABOVE", 0)
 
 
 @pytest.fixture(params=["hole tree", "hole search"])
@@ -250,8 +250,10 @@ def random_maps(draw):
 @given(scoremap=random_maps(), multi=st.booleans(), interval=st.sampled_from([0.01, 0.001]))
 def test_property_tree_boxes_equal_find_contours(scoremap, multi, interval):
     # (Hypothesis runs many examples per call: patch by hand rather than with monkeypatch.)
-    original = _levels._TREE_ABOVE, _levels._USE_COMPILED, _trees._SEARCH_HOLE_LEVELS_UP_TO
-    _levels._TREE_ABOVE, _levels._USE_COMPILED = 0, False  # the trees, for any map
+    original = (_levels._TREE_ABOVE, _levels._COMPILED_ABOVE, _levels._USE_COMPILED,
+                _trees._SEARCH_HOLE_LEVELS_UP_TO)
+    _levels._TREE_ABOVE, _levels._COMPILED_ABOVE = 0, 0  # for any map,
+    _levels._USE_COMPILED = False  # the trees first
     try:
         for limit in (-1, 10**6):  # hole tree, then hole search
             _trees._SEARCH_HOLE_LEVELS_UP_TO = limit
@@ -262,7 +264,7 @@ def test_property_tree_boxes_equal_find_contours(scoremap, multi, interval):
             _levels._USE_COMPILED = True
             assert_tree_equals_oracle(scoremap, threshold_grid(interval), multi)
     finally:
-        (_levels._TREE_ABOVE, _levels._USE_COMPILED,
+        (_levels._TREE_ABOVE, _levels._COMPILED_ABOVE, _levels._USE_COMPILED,
          _trees._SEARCH_HOLE_LEVELS_UP_TO) = original
 
 

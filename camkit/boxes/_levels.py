@@ -28,6 +28,9 @@ _VECTORIZE_ABOVE = 12  # contour count above which bounding rectangles are compu
 #: Distinct sets above which the component trees replace most per-set contour searches: their
 #: cost is a few passes over the pixels, about that of this many searches on typical maps.
 _TREE_ABOVE = 120
+#: Distinct sets above which the compiled union-find (``camkit[fast]``), when installed, gives
+#: the boxes: it costs about as much as this many searches on smooth maps.
+_COMPILED_ABOVE = 48
 #: Whether the compiled union-find (``camkit[fast]``) replaces the trees when numba is there;
 #: tests and the benchmark switch it off to time or check the default install's path.
 _USE_COMPILED = True
@@ -115,9 +118,9 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         multi_contour: every contour (outer and hole) or the single largest one.
         scoremap: the float64 map ``q`` came from. With it, boxes within a set come in no
             particular order, and the boxes of most sets come from the compiled union-find
-            (``camkit.boxes._compiled``, with numba) or else the component trees
-            (``camkit.boxes._trees``), past ``_TREE_ABOVE`` sets. Without it, boxes are in
-            ``cv2.findContours``' order.
+            (``camkit.boxes._compiled``, with numba, past ``_COMPILED_ABOVE`` sets) or else
+            the component trees (``camkit.boxes._trees``, past ``_TREE_ABOVE`` sets). Without
+            it, boxes are in ``cv2.findContours``' order.
     """
     import cv2
 
@@ -133,7 +136,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     from camkit.boxes import _compiled
 
     compiled = None
-    if scoremap is not None and kept.size > _TREE_ABOVE and _USE_COMPILED:
+    if scoremap is not None and kept.size > _COMPILED_ABOVE and _USE_COMPILED:
         compiled = _compiled.compiled_level_boxes(q, kept, multi_contour)
     if compiled is not None:
         tree_level, tree_boxes, search = compiled
