@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsol_reference import oracle_binary_boxes, oracle_boxes, oracle_correct
 
-from camkit.boxes import _compiled, _levels, _trees, threshold_grid
+from camkit.boxes import _compiled, _levels, _topology, _trees, threshold_grid
 from camkit.boxes._levels import level_boxes, quantize, threshold_levels
-from camkit.boxes._trees import euler_numbers
+from camkit.boxes._topology import euler_numbers
 from camkit.metrics import BoxAccuracy
 
 
@@ -209,7 +209,7 @@ def test_euler_numbers_histogram_paths_agree(monkeypatch):
     q = np.random.default_rng(0).integers(0, 256, (40, 50)).astype(np.uint8)
     kept = np.flatnonzero(np.bincount(q.ravel(), minlength=256))[1:]
     with_opencv = euler_numbers(q, kept)
-    monkeypatch.setattr(_trees, "_HISTOGRAM_EXACT_BELOW", 0)
+    monkeypatch.setattr(_topology, "_HISTOGRAM_EXACT_BELOW", 0)
     np.testing.assert_array_equal(euler_numbers(q, kept), with_opencv)
 
 

@@ -201,7 +201,7 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
     boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
                              np.minimum(outer[:, 3] + 1, height - 1)])
     if holes is None:
-        from camkit.boxes._trees import largest_contour
+        from camkit.boxes._topology import largest_contour
 
         winner = largest_contour(level, outer, cells)
         settled = np.zeros(levels, dtype=bool)
