@@ -20,9 +20,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from camkit.boxes._topology import hole_contour_boxes, outer_contour_boxes, settle_largest
+
 _SIZE, _X0, _Y0, _X1, _Y1, _EDGE, _CELLS = range(1, 8)  # columns of the node table
 #: The compiled kernel once loaded; ``False`` when numba is missing or disabled.
-_KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | bool | None = None
+_KERNEL: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | bool | None = None
 
 
 def available() -> bool:
@@ -183,7 +185,6 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
     if not available() or not callable(_KERNEL):
         return None
     kernel = _KERNEL
-    height, width = q.shape
     levels = kept.size
     below = np.searchsorted(kept, np.arange(256), side="right")
     try:
@@ -198,18 +199,9 @@ def compiled_level_boxes(q: np.ndarray, kept: np.ndarray,
                       RuntimeWarning, stacklevel=2)
         return None
     level = levels - 1 - t_outer
-    boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
-                             np.minimum(outer[:, 3] + 1, height - 1)])
+    boxes = outer_contour_boxes(outer, q.shape)
     if holes is None:
-        from camkit.boxes._topology import largest_contour
-
-        winner = largest_contour(level, outer, cells)
-        settled = np.zeros(levels, dtype=bool)
-        settled[level[winner]] = True
-        return level[winner], boxes[winner], np.flatnonzero(~settled)
+        return settle_largest(level, outer, boxes, cells, levels)
     t_hole, inner, _ = holes
-    hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
-                                  np.minimum(inner[:, 2] + 2, width - 1),
-                                  np.minimum(inner[:, 3] + 2, height - 1)])
-    return (np.concatenate([level, t_hole]), np.concatenate([boxes, hole_boxes]),
-            np.zeros(0, np.int64))
+    return (np.concatenate([level, t_hole]),
+            np.concatenate([boxes, hole_contour_boxes(inner, q.shape)]), np.zeros(0, np.int64))

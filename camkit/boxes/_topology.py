@@ -3,7 +3,11 @@
 * ``euler_numbers``: components minus holes of every level set at once, from 2x2 pixel quads;
   with the number of components known, it tells which levels have holes.
 * ``largest_contour``: bounds on the area of each component's outer contour, which settle the
-  single-contour mode's choice without computing the areas.
+  single-contour mode's choice without computing the areas (``settle_largest`` applies it).
+* ``outer_contour_boxes`` / ``hole_contour_boxes``: the protocol box of a contour from the
+  pixel box of the component it bounds.
+
+The component trees (``_trees``) and the compiled union-find (``_compiled``) share them.
 """
 
 from __future__ import annotations
@@ -64,3 +68,32 @@ def largest_contour(level: np.ndarray, pixel_boxes: np.ndarray, cells: np.ndarra
     best = np.repeat(np.maximum.reduceat(cells, group), sizes)
     contenders = np.repeat(np.add.reduceat((upper >= best).astype(np.int64), group), sizes)
     return np.flatnonzero((contenders == 1) & (cells == best))
+
+
+def outer_contour_boxes(pixel_boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Protocol boxes of outer contours from the inclusive pixel boxes ``(N, 4)`` of their
+    8-connected components: ``(x0, y0, x1 + 1, y1 + 1)``, clamped to ``W - 1`` / ``H - 1``."""
+    height, width = shape
+    return np.column_stack([pixel_boxes[:, 0], pixel_boxes[:, 1],
+                            np.minimum(pixel_boxes[:, 2] + 1, width - 1),
+                            np.minimum(pixel_boxes[:, 3] + 1, height - 1)])
+
+
+def hole_contour_boxes(pixel_boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Protocol boxes of hole contours from the inclusive pixel boxes ``(N, 4)`` of the holes
+    (4-connected background components off the image edge): the contour runs on the pixels
+    around the hole, so the box grows by one pixel, then ``x + w`` / ``y + h`` and the clamp."""
+    height, width = shape
+    return np.column_stack([pixel_boxes[:, 0] - 1, pixel_boxes[:, 1] - 1,
+                            np.minimum(pixel_boxes[:, 2] + 2, width - 1),
+                            np.minimum(pixel_boxes[:, 3] + 2, height - 1)])
+
+
+def settle_largest(level: np.ndarray, pixel_boxes: np.ndarray, boxes: np.ndarray,
+                   cells: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Single-contour mode: ``(level, boxes, search)`` with the box of each level whose largest
+    contour ``largest_contour`` proves, and the levels left to a contour search."""
+    winner = largest_contour(level, pixel_boxes, cells)
+    settled = np.zeros(levels, dtype=bool)
+    settled[level[winner]] = True
+    return level[winner], boxes[winner], np.flatnonzero(~settled)

@@ -25,15 +25,20 @@ Both families are read off component trees, built once per map:
    dendrogram lays out contiguously, so one ``reduceat`` serves all components at all levels.
 
 The cost is a few passes over the pixels plus a loop over basin joins, whatever the number of
-levels; ``level_tree_boxes`` tells the caller when that loop would be long (noisy maps), where
-the per-level contour search is cheaper.
+levels; maps with too many basins (noise), where the per-level contour search is cheaper, are
+handed back to it (``_TABLE_ENTRIES_MAX``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from camkit.boxes._topology import euler_numbers, largest_contour
+from camkit.boxes._topology import (
+    euler_numbers,
+    hole_contour_boxes,
+    outer_contour_boxes,
+    settle_largest,
+)
 
 #: Empty-set entry of the min-reduced box tables ``[x0, y0, -x1, -y1]``.
 _EMPTY = np.iinfo(np.int32).max
@@ -307,13 +312,11 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
 
     Returns:
         ``(level, boxes, search)``: index into ``kept`` of each box (in no particular order),
-        ``(N, 4)`` int64 protocol boxes (clamped); and the
-        levels left to a contour search (none of their boxes is in ``boxes``). Those are, in
-        single-contour mode, the levels with several components (picking one needs contour
-        areas); with every contour, the levels with holes when they are few (a search per
-        level then costs less than the hole tree).
+        ``(N, 4)`` int64 protocol boxes (clamped); and the levels left to a contour search
+        (none of their boxes is in ``boxes``). Those are, in single-contour mode, the levels
+        whose largest contour the area bounds do not settle; with every contour, the levels
+        with holes when they are few (a search per level then costs less than the hole tree).
     """
-    height, width = q.shape
     levels = kept.size
     # Level index of each value: q is in S_j exactly for j < below[q].
     below = np.searchsorted(kept, np.arange(256), side="right")
@@ -325,27 +328,18 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
         return np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.arange(levels)
     t_outer, outer = found[0], found[1]
     level = levels - 1 - t_outer
-    boxes = np.column_stack([outer[:, 0], outer[:, 1], np.minimum(outer[:, 2] + 1, width - 1),
-                             np.minimum(outer[:, 3] + 1, height - 1)])
+    boxes = outer_contour_boxes(outer, q.shape)
     if not multi_contour:
-        winner = largest_contour(level, outer, found[2])
-        settled = np.zeros(levels, dtype=bool)
-        settled[level[winner]] = True
-        return level[winner], boxes[winner], np.flatnonzero(~settled)
-    components = np.bincount(level, minlength=levels)
-    holes = components - euler_numbers(q, kept)
+        return settle_largest(level, outer, boxes, found[2], levels)
+    holes = np.bincount(level, minlength=levels) - euler_numbers(q, kept)
     with_holes = np.flatnonzero(holes > 0)
-    if with_holes.size <= _SEARCH_HOLE_LEVELS_UP_TO:
-        plain = holes[level] == 0
-        return level[plain], boxes[plain], with_holes
-    # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
-    found = _component_boxes(_lookup(q, below), scoremap, 4, levels, frame=True)
-    if found is None:  # too many basins in the complement: the levels with holes are searched
-        plain = holes[level] == 0
-        return level[plain], boxes[plain], with_holes
-    t_hole, inner = found
-    hole_boxes = np.column_stack([inner[:, 0] - 1, inner[:, 1] - 1,
-                                  np.minimum(inner[:, 2] + 2, width - 1),
-                                  np.minimum(inner[:, 3] + 2, height - 1)])
-    return (np.concatenate([level, t_hole]), np.concatenate([boxes, hole_boxes]),
-            np.zeros(0, np.int64))
+    if with_holes.size > _SEARCH_HOLE_LEVELS_UP_TO:
+        # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
+        found = _component_boxes(_lookup(q, below), scoremap, 4, levels, frame=True)
+        if found is not None:  # else too many basins there: the levels with holes are searched
+            t_hole, inner = found
+            return (np.concatenate([level, t_hole]),
+                    np.concatenate([boxes, hole_contour_boxes(inner, q.shape)]),
+                    np.zeros(0, np.int64))
+    plain = holes[level] == 0
+    return level[plain], boxes[plain], with_holes
