@@ -240,6 +240,17 @@ def test_localization_errors():
         metric.compute()
 
 
+def assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks):
+    """PixelAP's pooled histograms equal numpy.histogram's of the foreground and background
+    scores on the edges ``thresholds ++ [1, 2, 3]`` (the reference's two calls)."""
+    metric = PixelAP(thresholds=thresholds)
+    metric.update(scores, masks)
+    edges = np.append(thresholds, [1.0, 2.0, 3.0])
+    state = metric.state_dict()["state"]
+    assert state["foreground"] == np.histogram(scores[masks == 1], bins=edges)[0].tolist()
+    assert state["background"] == np.histogram(scores[masks == 0], bins=edges)[0].tolist()
+
+
 def test_pixel_ap_bins_scores_on_edges_and_negative_zero_like_numpy_histogram():
     grid = threshold_grid(0.01)
     scores = np.concatenate([grid, np.nextafter(grid[1:], 0), [1.0, -0.0, 0.0]])
@@ -248,23 +259,17 @@ def test_pixel_ap_bins_scores_on_edges_and_negative_zero_like_numpy_histogram():
     scoremap[:scores.size] = scores
     scoremap = scoremap.reshape(1, side, side)
     masks = (np.arange(side * side) % 3 == 0).astype(np.uint8).reshape(1, side, side)
-    metric = PixelAP(grid)
-    metric.update(scoremap, masks)
-    edges = np.append(grid, [1.0, 2.0, 3.0])
-    state = metric.state_dict()["state"]
-    assert state["foreground"] == np.histogram(scoremap[masks == 1], bins=edges)[0].tolist()
-    assert state["background"] == np.histogram(scoremap[masks == 0], bins=edges)[0].tolist()
+    assert_pixel_ap_counts_equal_numpy_histogram(grid, scoremap, masks)
 
 
 @given(st.integers(0, 2**31 - 1), st.sampled_from([0.01, 0.001, 0.05]), st.floats(0.0, 0.5))
 def test_pixel_ap_bins_equal_numpy_histogram_on_any_grid(seed, interval, start):
-    """The arithmetic binning of evenly spaced grids (and the search for uneven ones) gives
-    numpy.histogram's counts, also for scores exactly on an edge or below the first one."""
+    """The table binning gives numpy.histogram's counts on even and uneven grids, also for
+    scores exactly on an edge or below the first one."""
     rng = np.random.default_rng(seed)
     even = np.arange(start, 1.0, interval)
     uneven = np.unique(np.round(rng.random(12), 3))
     for thresholds in (even, uneven):
-        edges = np.append(thresholds, [1.0, 2.0, 3.0])
         scores = rng.random((3, 20, 20))
         flat = scores.reshape(-1)
         flat[: min(flat.size, thresholds.size)] = thresholds[: flat.size]  # scores on edges
@@ -272,23 +277,29 @@ def test_pixel_ap_bins_equal_numpy_histogram_on_any_grid(seed, interval, start):
         flat.clip(0, 1, out=flat)
         masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
         masks[0, 0, :5] = 255
-        metric = PixelAP(thresholds=thresholds)
-        metric.update(scores, masks)
-        state = metric.state_dict()["state"]
-        assert state["foreground"] == np.histogram(scores[masks == 1], bins=edges)[0].tolist()
-        assert state["background"] == np.histogram(scores[masks == 0], bins=edges)[0].tolist()
+        assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+
+
+def test_pixel_ap_edges_sharing_a_cell_or_on_cell_bounds_equal_numpy_histogram():
+    """Edges closer than a binning cell (2**-16), edges exactly on cell bounds (dyadic values),
+    and scores one ulp either side of each: every pixel lands where numpy.histogram puts it."""
+    cell = 2.0**-16
+    thresholds = np.array([0.0, 0.25, 0.3, 0.3 + cell / 4, 0.3 + cell / 2, 0.5, 0.5 + cell,
+                           0.7 + 1e-12, 0.75, 1.0 - cell / 3])
+    near = np.concatenate([thresholds, np.nextafter(thresholds, 0), np.nextafter(thresholds, 1),
+                           [1.0, np.nextafter(1.0, 0)]]).clip(0, 1)
+    rng = np.random.default_rng(7)
+    scores = rng.random(32 * 32)
+    scores[: near.size] = near
+    scores = scores.reshape(1, 32, 32)
+    masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
+    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
 
 
 def test_pixel_ap_grid_that_stops_short_of_one_equals_numpy_histogram():
-    """An evenly spaced grid that ends well below 1 has a wide bin up to the 1.0 edge: the
-    arithmetic binning must not be used for it."""
+    """An evenly spaced grid that ends well below 1 has a wide bin up to the 1.0 edge."""
     rng = np.random.default_rng(3)
     thresholds = np.arange(0.0, 0.5, 0.01)
-    edges = np.append(thresholds, [1.0, 2.0, 3.0])
     scores = rng.random((2, 16, 16))
     masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
-    metric = PixelAP(thresholds=thresholds)
-    metric.update(scores, masks)
-    state = metric.state_dict()["state"]
-    assert state["foreground"] == np.histogram(scores[masks == 1], bins=edges)[0].tolist()
-    assert state["background"] == np.histogram(scores[masks == 0], bins=edges)[0].tolist()
+    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)

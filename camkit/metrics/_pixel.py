@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -43,6 +44,36 @@ def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
     if refused.any():
         raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {value[refused][0]!r}")
     return value
+
+
+#: Label slot of each mask value: 0 background, 1 foreground, 2 for the rest (255 only, once
+#: the masks are checked).
+_LABEL_SLOTS = np.minimum(np.arange(256), 2).astype(np.uint8)
+
+#: Cells per unit score of the binning table: each score falls in cell ``floor(score * 2**16)``.
+_CELLS = 1 << 16
+
+
+def _cell_table(edges: np.ndarray) -> tuple[np.ndarray, int]:
+    """Slot table of the binning: ``(table, ambiguous_start)``.
+
+    Cell ``k`` holds the scores in ``[k / _CELLS, (k + 1) / _CELLS)``. When no edge lies strictly
+    inside it, every score in it has the bin of ``k / _CELLS`` (numpy.histogram's left-closed
+    bins, -1 below the first edge) and the table holds ``3 * (bin + 1)``. A cell that an edge
+    splits gets a slot of its own from ``ambiguous_start`` on, so that its few pixels can be
+    placed against the real edges afterwards. ``_CELLS + 1`` entries: a score of 1 is cell
+    ``_CELLS``.
+    """
+    lower = np.arange(_CELLS + 1, dtype=np.float64) / _CELLS
+    bins = np.searchsorted(edges, lower, side="right") - 1
+    table = 3 * (bins + 1)
+    # An edge strictly inside cell k: k / _CELLS < edge < (k + 1) / _CELLS.
+    inner = edges[(edges > 0) & (edges < 1)]
+    cells = np.floor(inner * _CELLS).astype(np.intp)
+    split = np.unique(cells[cells / _CELLS < inner])
+    ambiguous_start = 3 * edges.size  # past the 3 * (bin + 1) + label slots of every bin
+    table[split] = ambiguous_start + 3 * np.arange(split.size)
+    return table.astype(np.intp), ambiguous_start
 
 
 @dataclass(frozen=True)
@@ -96,34 +127,28 @@ class PixelAP(CountingState):
         grid = threshold_grid(0.01) if thresholds is None else thresholds
         self.thresholds = as_thresholds(grid, "thresholds")
         self._edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
-        steps = np.diff(self.thresholds)
-        # The arithmetic binning of _bin_index needs evenly spaced edges up to 1 (the grid's
-        # next step): a grid that stops short of it has a wide bin before the 1.0 edge.
-        uniform = steps.size > 0 and bool(
-            np.all(np.abs(steps - steps[0]) <= 1e-9 * steps[0])
-            and abs(self.thresholds[-1] + steps[0] - 1.0) <= 1e-9)
-        self._step: float | None = float(steps[0]) if uniform else None
+        self._cell_slots, self._ambiguous_start = _cell_table(self._edges)
         super().__init__()
 
-    def _bin_index(self, scores: np.ndarray) -> np.ndarray:
-        """Bin of each score in [0, 1]: ``i`` with ``edges[i] <= score < edges[i + 1]``
-        (numpy.histogram's left-closed bins), or -1 below the first edge."""
-        edges = self._edges
-        last = edges.size - 2
-        if self._step is None:
-            return np.searchsorted(edges, scores, side="right") - 1
-        # Evenly spaced thresholds: the arithmetic guess is at most one bin off (the grid's
-        # floats differ from exact multiples of the step by rounding only), and one correction
-        # against the real edges makes it exact. A score below the first edge ends at -1;
-        # edges[last + 1] (3.0) is never reached by scores in [0, 1].
-        shifted = scores - edges[0] if edges[0] else scores
-        index = (shifted * (1.0 / self._step)).astype(np.intp)
-        if edges[0] > 0:  # scores below the first edge may give negative guesses
-            np.maximum(index, 0, out=index)
-        np.minimum(index, last, out=index)
-        index -= scores < edges[index]
-        index += scores >= edges[index + 1]
-        return index
+    def _count_map(self, scores: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Counts of one map's pixels per ``3 * (bin + 1) + label`` slot.
+
+        ``scores`` (float64) and ``labels`` (uint8, 0 background, 1 foreground, 2 ignored) are
+        flat; ``index`` is an intp work buffer of the same size.
+        """
+        # Exact (a power of two), then truncated to the cell (= floor for scores >= 0).
+        np.multiply(scores, float(_CELLS), out=index, casting="unsafe")
+        # mode="clip" lets take() write into `index` unbuffered; indices are in range.
+        np.take(self._cell_slots, index, out=index, mode="clip")
+        index += labels
+        start = self._ambiguous_start
+        counts = np.bincount(index, minlength=start)
+        if counts.size > start:  # pixels in a cell that an edge splits: place them exactly
+            ambiguous = np.flatnonzero(index >= start)
+            bins = np.searchsorted(self._edges, scores[ambiguous], side="right")
+            slots = 3 * bins + (index[ambiguous] - start) % 3
+            counts = counts[:start] + np.bincount(slots, minlength=start)
+        return counts
 
     def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         bins = self.thresholds.size + 2
@@ -144,20 +169,19 @@ class PixelAP(CountingState):
         """
         maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
         labels = as_masks(masks, maps.shape if maps.ndim == 3 else (1, *maps.shape))
-        # Per map (a working set that stays in cache), one bincount over (bin, label) with
-        # label 0 background, 1 foreground, 2 ignored (255 clipped to 2: masks hold only
-        # 0, 1, 255); bin row 0 takes the scores below the first edge, which
-        # numpy.histogram drops.
         bins = self._edges.size - 1
-        size = 3 * (bins + 1)
-        counts = np.zeros(size, dtype=np.int64)
-        # 3 * (bin + 1) + label = 3 * bin + (label + 3): bin -1 lands in row 0.
-        label_slot = np.minimum(labels, 2) + np.uint8(3)
-        for scores, slot in zip(maps.reshape(labels.shape), label_slot, strict=True):
-            index = self._bin_index(scores.reshape(-1))
-            index *= 3
-            index += slot.reshape(-1)
-            counts += np.bincount(index, minlength=size)
+        counts = np.zeros(3 * (bins + 1), dtype=np.int64)
+        # Per map (a working set that stays in cache, in buffers allocated once: fresh
+        # temporaries of a map's size cost page faults), one bincount over
+        # 3 * (bin + 1) + label with label 0 background, 1 foreground, 2 ignored (255 clipped
+        # to 2: masks hold only 0, 1, 255); bin -1, the scores below the first edge that
+        # numpy.histogram drops, lands in row 0.
+        pixels = labels[0].size
+        index = np.empty(pixels, np.intp)
+        label_slot = np.empty((1, pixels), np.uint8)
+        for scores, label in zip(maps.reshape(labels.shape), labels, strict=True):
+            cv2.LUT(label.reshape(1, -1), _LABEL_SLOTS, dst=label_slot)
+            counts += self._count_map(scores.reshape(-1), label_slot[0], index)
         per_label = counts.reshape(bins + 1, 3)
         self._state["background"] += per_label[1:, 0]
         self._state["foreground"] += per_label[1:, 1]
