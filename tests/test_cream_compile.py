@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from camkit.cream import _compile, cream_map, reset_compile_cache
+from camkit.cream import _compile, _scan, cream_map, reset_compile_cache
 
 
 def _inputs(batch: int, channels: int = 8, size: int = 5, seed: int = 0):
@@ -109,6 +109,105 @@ def test_auto_is_eager_on_cpu(fresh_compile_state):
         got = cream_map(features, fg, bg, cam=cam, compile="auto")
     torch.testing.assert_close(got, cream_map(features, fg, bg, cam=cam))
     assert not _compile._COMPILED
+
+
+def _use_chunks_of(monkeypatch, images: int, channels: int = 8, size: int = 5) -> None:
+    """Make the chunked path run ``images`` float32 images of ``_inputs``' shape per step."""
+    monkeypatch.setattr(_scan, "_CHUNK_BYTES", images * channels * size * size * 4)
+
+
+def _scan_graphs(graphs):
+    return [g for g in graphs if any("scan" in str(node.target) for node in g.graph.nodes)]
+
+
+def test_chunk_size_is_a_power_of_two_within_the_cache_budget(monkeypatch):
+    monkeypatch.setattr(_scan, "_CHUNK_BYTES", 4 << 20)
+    # 512 x 196 float32 = 392 KiB per image: 10 fit, chunks of 8 from 16 images on.
+    assert _scan.scan_chunk(torch.empty(16, 512, 196)) == 8
+    assert _scan.scan_chunk(torch.empty(15, 512, 196)) == 0  # fewer than two chunks
+    assert _scan.scan_chunk(torch.empty(64, 1024, 196)) == 4
+    assert _scan.scan_chunk(torch.empty(64, 2048, 784)) == 0  # one image passes the budget
+    assert _scan.scan_chunk(torch.empty(64, 512, 196, dtype=torch.float64)) == 4
+
+
+def test_chunked_path_matches_eager_without_recompiling(fresh_compile_state, monkeypatch):
+    """Batches of two chunks or more run through one scan graph whatever their size; the
+    images past the last whole chunk go through the whole-batch graph."""
+    _use_chunks_of(monkeypatch, 2)
+    graphs = []
+    fresh_compile_state(_counting_backend(graphs))
+    for batch in (4, 5, 6, 9, 8):
+        features, fg, bg, cam = _inputs(batch, seed=batch)
+        got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+        expected = cream_map(features, fg, bg, cam=cam, return_details=True)
+        _assert_details_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert len(_scan_graphs(graphs)) == 1
+    assert len(graphs) == 2  # and the whole-batch graph, for the one image left over
+    # Other options: a scan graph each, same results as eager.
+    features, fg, bg, cam = _inputs(5)
+    variants = ({"cam": None}, {"cam": cam, "refresh_responsibilities": True},
+                {"cam": cam, "centroid_features": "normalized", "add_cam": False})
+    for options in variants:
+        got = cream_map(features, fg, bg, compile=True, return_details=True, **options)
+        _assert_details_close(got, cream_map(features, fg, bg, return_details=True, **options),
+                              rtol=1e-6, atol=1e-6)
+    assert len(_scan_graphs(graphs)) == 1 + len(variants)
+    assert not _compile._FAILED
+
+
+def test_chunked_path_that_fails_hands_over_to_the_whole_batch_graph(fresh_compile_state,
+                                                                     monkeypatch):
+    _use_chunks_of(monkeypatch, 2)
+    graphs = []
+    counting = _counting_backend(graphs)
+
+    def no_scan_backend(graph_module, example_inputs):
+        if _scan_graphs([graph_module]):
+            raise RuntimeError("scan is not supported here")
+        return counting(graph_module, example_inputs)
+
+    fresh_compile_state(no_scan_backend)
+    features, fg, bg, cam = _inputs(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole-batch graph works: nothing to warn about
+        got = cream_map(features, fg, bg, cam=cam, compile=True)
+        again = cream_map(features, fg, bg, cam=cam, compile=True)
+    expected = cream_map(features, fg, bg, cam=cam)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(again, expected)
+    assert len(graphs) == 1 and not _scan_graphs(graphs)
+
+
+@pytest.mark.slow
+def test_inductor_chunked_path_matches_eager(fresh_compile_state, monkeypatch):
+    _use_chunks_of(monkeypatch, 2)
+    for batch in (4, 7):
+        features, fg, bg, cam = _inputs(batch, seed=batch)
+        got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+        expected = cream_map(features, fg, bg, cam=cam, return_details=True)
+        _assert_details_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert any(key[0] == "ahead" for key in _compile._COMPILED)  # compiled ahead of time
+    assert not _compile._FAILED
+
+
+@pytest.mark.slow
+def test_inductor_chunked_path_without_ahead_of_time_compilation(fresh_compile_state,
+                                                                 monkeypatch):
+    """When export or AOTInductor fails, the chunked kernel goes through torch.compile."""
+    _use_chunks_of(monkeypatch, 2)
+
+    def unavailable(kernel, args):
+        raise RuntimeError("AOTInductor is not available")
+
+    monkeypatch.setattr(_compile, "compile_ahead_of_time", unavailable)
+    features, fg, bg, cam = _inputs(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+    _assert_details_close(got, cream_map(features, fg, bg, cam=cam, return_details=True),
+                          rtol=1e-5, atol=1e-5)
+    assert [key[0] for key in _compile._FAILED] == ["ahead"]
+    assert any(key[0] == "scan" for key in _compile._COMPILED)
 
 
 @pytest.mark.slow

@@ -10,16 +10,16 @@ maps, which eagerly cost one interpreter round trip each. Without the details
 (centroids, mixing) the M-step of the last round is skipped: ``T`` rounds read the features
 ``2T`` times (``2T - 1`` products and one norm pass).
 
-Sharing one pass between the E- and M-step of a round would need the batch processed in
-chunks small enough to stay in cache: inductor does not fuse the two (they reduce over
-different axes), and in torch 2.13 the loops that could chunk a dynamic batch inside the graph
-fail or add a guard on the batch size (``scan`` needs a non-empty chunk count, ``while_loop``
-with data-dependent slices does not compile), so the features are still read ``2T`` times.
+Inductor does not fuse the E- and M-step of a round into one pass (they reduce over
+different axes). On CPU the compiled path instead runs cache-sized chunks of the batch one
+after the other inside the graph (``camkit.cream._scan``): a chunk's first pass streams its
+features from memory and its other passes read them from the cores' caches.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from collections.abc import Callable
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from camkit.cam import normalize_map
+from camkit.cream._scan import chunked_kernel, compile_ahead_of_time, scan_chunk, split_batch
 
 __all__ = ["calibrate_responsibilities", "cream_kernel", "em_kernel", "run_cream"]
 
@@ -39,6 +40,7 @@ _COMPILED: dict[tuple[object, ...], Callable[..., _Outputs]] = {}
 #: Keys whose compilation failed; they run eagerly from then on.
 _FAILED: set[tuple[object, ...]] = set()
 _WARNED = False
+_LOG = logging.getLogger(__name__)
 
 
 def _inverse_norm(vectors: Tensor, dim: int) -> Tensor:
@@ -190,7 +192,7 @@ def _warn_fallback(reason: str) -> None:
             f"camkit.cream_map: torch.compile is unavailable ({reason}); running the EM "
             "eagerly instead (this warning is shown once)",
             RuntimeWarning,
-            stacklevel=5,  # the caller of cream_map (through its no_grad wrapper)
+            stacklevel=6,  # the caller of cream_map (through its no_grad wrapper)
         )
 
 
@@ -229,15 +231,84 @@ def run_cream(
     add_cam: bool,
     compile: bool,
 ) -> _Outputs:
-    """Run ``cream_kernel`` eagerly or through a cached ``torch.compile`` of it."""
+    """Run ``cream_kernel`` eagerly or through a cached ``torch.compile`` of it.
+
+    Compiled on CPU, batches of at least two cache-sized chunks run chunk by chunk in one
+    compiled ``scan`` (``camkit.cream._scan``), the images past the last whole chunk through
+    the whole-batch graph.
+    """
     static = (iterations, final_m_step or refresh, normalized_means, refresh, add_cam)
     kernel = _make_static(*static)
     if not compile or _is_compiling() or pixels.shape[0] == 0:
         return kernel(pixels, mu_fg, mu_bg, scale, log_ratio, cam, delta)
     key = (pixels.device.type, pixels.dtype, cam is not None, *static)
     # A tensor threshold: a new ``delta`` must not recompile.
-    args = (pixels, mu_fg, mu_bg, scale, log_ratio, cam,
-            torch.tensor(delta, dtype=pixels.dtype, device=pixels.device))
+    delta_t = torch.tensor(delta, dtype=pixels.dtype, device=pixels.device)
+    chunk = scan_chunk(pixels)
+    if chunk and ("scan", chunk, *key) not in _FAILED:
+        batch = pixels.shape[0]
+        head = batch - batch % chunk
+        parts = [split_batch(t, head, chunk) for t in (pixels, mu_fg, mu_bg, log_ratio, cam)]
+        (pixels_h, pixels_t), (fg_h, fg_t), (bg_h, bg_t), (ratio_h, ratio_t), (cam_h, cam_t) = parts
+        outputs = _run_scan(("scan", chunk, *key), kernel,
+                            (pixels_h, fg_h, bg_h, scale, ratio_h, cam_h, delta_t))
+        if outputs is not None:
+            outputs = [o.reshape(head, *o.shape[2:]) for o in outputs]
+            if head < batch:  # the images past the last whole chunk
+                rest = _run_compiled(key, kernel,
+                                     (pixels_t, fg_t, bg_t, scale, ratio_t, cam_t, delta_t))
+                outputs = [torch.cat(pair) for pair in zip(outputs, rest, strict=True)]
+            out, z_fg, z_bg, centroids, mixing = outputs
+            return out, z_fg, z_bg, centroids, mixing
+    return _run_compiled(key, kernel, (pixels, mu_fg, mu_bg, scale, log_ratio, cam, delta_t))
+
+
+def _run_scan(key: tuple[object, ...], kernel: Callable[..., _Outputs],
+              args: tuple[Tensor | None, ...]) -> tuple[Tensor, ...] | None:
+    """The chunked kernel, compiled once per key (and chunk shape, ahead of time with
+    inductor); None when it cannot be compiled, and from then on for ``key``: the caller then
+    runs the whole-batch graph, which warns if it fails too."""
+    if _BACKEND == "inductor":
+        shapes = tuple(tuple(arg.shape[1:]) for arg in args if arg is not None)
+        ahead = ("ahead", *key, shapes)
+        if ahead not in _FAILED:
+            try:
+                runner = _COMPILED.get(ahead)
+                if runner is None:
+                    runner = _COMPILED[ahead] = compile_ahead_of_time(kernel, args)
+                return tuple(runner(*args))
+            except Exception as error:
+                _FAILED.add(ahead)
+                _COMPILED.pop(ahead, None)
+                _LOG.debug("camkit.cream_map: ahead-of-time compile unavailable (%s)",
+                           _describe(error))
+    if key in _FAILED:
+        return None
+    try:
+        for tensor in args:  # the chunk count is symbolic; chunks keep a fixed shape
+            if tensor is not None and tensor.dim() > 0:
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        compiled = _COMPILED.get(key)
+        if compiled is not None:
+            return compiled(*args)
+        compiled = torch.compile(chunked_kernel(kernel), backend=_BACKEND, dynamic=False,
+                                 fullgraph=True)
+        _COMPILED[key] = compiled
+        # The scan reads its chunk through an index tensor's value, which the trace must
+        # capture (the setting is read when tracing; later calls only check guards).
+        with torch._dynamo.config.patch(capture_scalar_outputs=True):
+            return compiled(*args)
+    except Exception as error:
+        _FAILED.add(key)
+        _COMPILED.pop(key, None)
+        _LOG.debug("camkit.cream_map: chunked compile unavailable (%s)", _describe(error))
+        return None
+
+
+def _run_compiled(key: tuple[object, ...], kernel: Callable[..., _Outputs],
+                  args: tuple[Tensor | None, ...]) -> _Outputs:
+    """The whole-batch kernel, compiled once per key (batch size symbolic); eager, with one
+    warning, when compilation fails."""
     if key in _FAILED:
         return kernel(*args)
     compiled = _COMPILED.get(key)
@@ -250,8 +321,8 @@ def run_cream(
         _COMPILED[key] = compiled
     # A new batch size must not recompile: let the batch dimension be symbolic.
     try:
-        for tensor in (pixels, mu_fg, mu_bg, log_ratio, cam):
-            if tensor is not None:
+        for tensor in args:
+            if tensor is not None and tensor.dim() > 0:
                 torch._dynamo.maybe_mark_dynamic(tensor, 0)
         return compiled(*args)
     except Exception as error:  # compilation failed: remember and fall back, once warned

@@ -156,8 +156,11 @@ def cream_map(
             those responsibilities instead of the last E-step's [choice: False].
         add_cam: add ``normalize_map(cam)`` to the calibrated map [choice: True].
         compile: run the EM through ``torch.compile`` (``True``), eagerly (``False``), or
-            compiled on CUDA only (``"auto"``). Falls back to eager, with one warning, when
-            compilation fails.
+            compiled on CUDA only (``"auto"``). On CPU, batches of two cache-sized chunks or
+            more run chunk by chunk in a kernel that inductor compiles ahead of time
+            (``torch.export`` + AOTInductor), once per feature shape and dtype: the first
+            such call takes seconds. Falls back to eager, with one warning, when compilation
+            fails.
         return_details: return a ``CreamDetails`` instead of the map.
 
     Returns:

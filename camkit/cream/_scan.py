@@ -1,0 +1,126 @@
+"""Cache-sized chunks for the compiled CREAM kernel on CPU.
+
+Compiled over a whole batch, every pass of the EM (E-step product, pixel norms, M-step product,
+next E-step) streams the batch's features from memory: ``2T`` passes at memory bandwidth. Run
+over chunks of ``K`` images whose features fit in the cores' caches, only the first pass of a
+chunk comes from memory; the chunk's other passes hit the cache (about 2.5x faster here, see
+``docs/benchmarks.md``). The chunk loop must live inside the compiled graph (a Python loop
+pays the compiled call's overhead per chunk and loses the gain), so it is a ``scan`` over
+``(n, K, ...)`` views of the inputs, with ``n`` symbolic (a new batch size does not recompile)
+and ``K`` static (the kernels keep their fixed shapes). The features are read through an index
+into one ``(n, K, C, N)`` view rather than scanned as a sequence: a scanned sequence is copied
+first, which is a pass over the features of its own.
+
+With inductor, the chunked kernel is compiled ahead of time (``torch.export`` with a symbolic
+chunk count, then AOTInductor): calling the compiled library costs a few microseconds, where a
+``torch.compile``'d function pays dynamo's guards and wrappers on every call (a quarter of the
+EM's time at (32, 512, 14, 14) here). With another backend it goes through ``torch.compile``.
+
+``scan`` is a prototype API of ``torch._higher_order_ops`` (torch 2.13); any failure to trace
+or compile the chunked kernel hands over to the compiled kernel over the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["chunked_kernel", "compile_ahead_of_time", "scan_chunk", "split_batch"]
+
+#: Features per chunk, in bytes: about the L2 caches of the cores that run the chunk
+#: (2 MiB per core on the machine ``docs/benchmarks.md`` describes).
+_CHUNK_BYTES = 4 << 20
+#: Fewest chunks for which the scan is used: smaller batches run the whole-batch kernel (and a
+#: scan over one chunk would be specialized to that length by the compiler).
+_MIN_CHUNKS = 2
+
+
+def scan_chunk(pixels: Tensor) -> int:
+    """Images per scan step for ``pixels (Tensor[B, C, N])``, a power of two; 0 for none.
+
+    0 when the batch is on another device than the CPU, when one image's features exceed half
+    of ``_CHUNK_BYTES`` (each pass then streams from memory anyway), or when the batch holds
+    fewer than ``_MIN_CHUNKS`` chunks.
+    """
+    if pixels.device.type != "cpu":
+        return 0
+    per_image = pixels.shape[1] * pixels.shape[2] * pixels.element_size()
+    images = _CHUNK_BYTES // max(per_image, 1)
+    if images < 2:
+        return 0
+    chunk = 1 << (int(images).bit_length() - 1)
+    return chunk if pixels.shape[0] >= _MIN_CHUNKS * chunk else 0
+
+
+def chunked_kernel(kernel: Callable[..., tuple[Tensor, ...]]) -> Callable[..., tuple[Tensor, ...]]:
+    """``kernel`` run chunk by chunk in one ``scan``.
+
+    The returned function takes ``kernel``'s positional arguments with every per-image tensor
+    reshaped to ``(n, K, ...)`` (``scale`` and ``delta`` stay 0-d; ``cam`` may be None) and
+    returns ``kernel``'s outputs, each ``(n, K, ...)``.
+    """
+    from torch._higher_order_ops.scan import scan
+
+    def run(pixels: Tensor, mu_fg: Tensor, mu_bg: Tensor, scale: Tensor, log_ratio: Tensor,
+            cam: Tensor | None, delta: Tensor) -> tuple[Tensor, ...]:
+        chunks = pixels.shape[0]
+        sequence = [torch.arange(chunks, device=pixels.device), mu_fg, mu_bg, log_ratio]
+        if cam is not None:
+            sequence.append(cam)
+
+        def step(carry: Tensor, chunk: list[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
+            index = chunk[0].item()
+            torch._check(index >= 0)
+            torch._check(index < chunks)
+            chunk_cam = chunk[4] if cam is not None else None
+            outputs = kernel(pixels.select(0, index), chunk[1], chunk[2], scale, chunk[3],
+                             chunk_cam, delta)
+            if cam is None:  # the map is z_fg itself; a scan's outputs must not alias
+                outputs = (outputs[0].clone(), *outputs[1:])
+            return carry + 0, outputs  # nor its carry the input one
+
+        _, outputs = scan(step, torch.zeros((), device=pixels.device), sequence)
+        return tuple(outputs)
+
+    return run
+
+
+def split_batch(tensor: Tensor | None, head: int, chunk: int) -> tuple[Tensor | None, ...]:
+    """``(tensor[:head]`` viewed as ``(head // chunk, chunk, ...)``, ``tensor[head:])``."""
+    if tensor is None:
+        return None, None
+    return tensor[:head].reshape(head // chunk, chunk, *tensor.shape[1:]), tensor[head:]
+
+
+class _Chunked(torch.nn.Module):
+    """``chunked_kernel(kernel)`` as a module, the unit ``torch.export`` takes."""
+
+    def __init__(self, kernel: Callable[..., tuple[Tensor, ...]]) -> None:
+        super().__init__()
+        self.run = chunked_kernel(kernel)
+
+    def forward(self, pixels: Tensor, mu_fg: Tensor, mu_bg: Tensor, scale: Tensor,
+                log_ratio: Tensor, cam: Tensor | None, delta: Tensor) -> tuple[Tensor, ...]:
+        return self.run(pixels, mu_fg, mu_bg, scale, log_ratio, cam, delta)
+
+
+def compile_ahead_of_time(kernel: Callable[..., tuple[Tensor, ...]],
+                          args: tuple[Tensor | None, ...]) -> Callable[..., tuple[Tensor, ...]]:
+    """``chunked_kernel(kernel)`` compiled by AOTInductor for ``args``' chunk shape and dtypes,
+    any chunk count from 2 on. Raises whatever export or compilation raises."""
+    chunks = torch.export.Dim("chunks", min=_MIN_CHUNKS)
+    dynamic = tuple({0: chunks} if arg is not None and arg.dim() > 0 else None for arg in args)
+    with warnings.catch_warnings():
+        # torch 2.13's own pytree code trips its LeafSpec deprecation: nothing a user can act on.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        program = torch.export.export(_Chunked(kernel), args, dynamic_shapes=dynamic)
+        # The package is only a vehicle: once loaded, the library lives in memory.
+        with tempfile.TemporaryDirectory(prefix="camkit-cream-") as folder:
+            path = torch._inductor.aoti_compile_and_package(
+                program, package_path=os.path.join(folder, "cream.pt2"))
+            return torch._inductor.aoti_load_package(path)
