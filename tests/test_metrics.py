@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from wsol_reference import oracle_correct, oracle_iou, oracle_pxap
 
 from camkit.boxes import boxes_from_scoremap, threshold_grid
+from camkit.boxes._levels import best_iou_per_threshold, level_boxes, quantize, threshold_levels
 from camkit.metrics import (
     BoxAccuracy,
     LocalizationAccuracy,
@@ -19,6 +20,7 @@ from camkit.metrics import (
     box_accuracy,
     pixel_ap,
 )
+from camkit.metrics._box import best_iou_at_thresholds
 from camkit.threshold import percentile_threshold
 
 
@@ -78,6 +80,40 @@ def test_property_box_accuracy_equals_reference(seed, multi):
     metric.update(maps, gt)
     np.testing.assert_array_equal(metric.state_dict()["state"]["correct"],
                                   oracle_correct(maps, gt, grid, (0.5,), multi))
+
+
+@given(seed=st.integers(0, 10_000), multi=st.booleans(),
+       at_least=st.sampled_from([0.05, 0.3, 0.5, 0.9]), interval=st.sampled_from([0.01, 0.001]))
+def test_pruned_thresholds_only_hide_ious_below_the_lowest_counted(seed, multi, at_least,
+                                                                   interval):
+    """Thresholds whose crop cannot reach ``at_least`` are not searched: every best IoU at or
+    above it is unchanged, every one below reads 0. GT boxes include one-pixel boxes and boxes
+    on the image's last row and column (where boxes end one pixel past their crop)."""
+    rng = np.random.default_rng(seed)
+    maps = blob_maps(seed, 1, size=20)
+    gt = random_gt(seed + 1, 1, size=20)[0]
+    x, y = rng.integers(0, 20, 2)
+    gt = np.concatenate([gt, [[x, y, x, y], [x, y, 19, 19]]]).astype(np.int64)
+    grid = threshold_grid(interval)  # 0.001: the trees' (or compiled) searches are pruned
+    full = best_iou_at_thresholds(maps[0], grid, gt, multi)
+    pruned = best_iou_at_thresholds(maps[0], grid, gt, multi, at_least=at_least)
+    np.testing.assert_array_equal(pruned[full >= at_least], full[full >= at_least])
+    assert np.all(pruned[full < at_least] < at_least)
+
+
+def test_pruning_skips_the_searches_of_sets_far_from_every_gt_box():
+    scoremap = np.zeros((40, 40))
+    scoremap[2:6, 2:6] = 1.0  # a small square far from the GT box
+    scoremap[20:36, 20:36] = 0.5
+    gt = np.array([[20, 20, 36, 36]])
+    q = quantize(scoremap)
+    levels = threshold_levels(threshold_grid(0.01), int(q.max()))
+    level = level_boxes(q, levels, multi_contour=True, prune=(gt, 0.3))
+    assert level.pruned is not None and level.pruned.sum() == 1  # {q >= 255}: the square
+    best = best_iou_per_threshold(level, gt)
+    np.testing.assert_array_equal(best, best_iou_per_threshold(
+        level_boxes(q, levels, multi_contour=True), gt) * (best > 0))
+    assert best[0] == 1.0 and best[-1] == 0.0
 
 
 def test_perfect_box_map_scores_100_and_v1_configuration():

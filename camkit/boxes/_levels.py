@@ -44,11 +44,15 @@ class LevelBoxes:
         boxes: ``(N, 4)`` int64 ``x0, y0, x1, y1``, the boxes of every distinct set, in blocks.
         starts: ``(S,)`` first row of each block (each block holds at least one box).
         set_of_threshold: ``(T,)`` block index of each threshold.
+        pruned: ``(S,)`` bool, sets left unsearched because none of their boxes can reach the
+            IoU asked for (``level_boxes(..., prune=...)``); their block holds one placeholder
+            ``(0, 0, 0, 0)`` box. None when nothing was pruned.
     """
 
     boxes: np.ndarray
     starts: np.ndarray
     set_of_threshold: np.ndarray
+    pruned: np.ndarray | None = None
 
     def block(self, index: int) -> np.ndarray:
         stop = self.starts[index + 1] if index + 1 < self.starts.size else self.boxes.shape[0]
@@ -109,7 +113,8 @@ def _search_contours(q: np.ndarray, value: int, bounds: list[int], multi_contour
 
 
 def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
-                scoremap: np.ndarray | None = None) -> LevelBoxes:
+                scoremap: np.ndarray | None = None,
+                prune: tuple[np.ndarray, float] | None = None) -> LevelBoxes:
     """Boxes of ``{q > L}`` for each ``L`` in ``levels`` (the protocol's contour procedure).
 
     Args:
@@ -121,6 +126,8 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
             (``camkit.boxes._compiled``, with numba, past ``_COMPILED_ABOVE`` sets) or else
             the component trees (``camkit.boxes._trees``, past ``_TREE_ABOVE`` sets). Without
             it, boxes are in ``cv2.findContours``' order.
+        prune: ``(gt_boxes, iou)``: sets none of whose boxes can reach IoU ``iou`` with any
+            of ``gt_boxes`` (``(M, 4)`` int64) are not searched (``LevelBoxes.pruned``).
     """
     import cv2
 
@@ -148,6 +155,12 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         tree_level = np.zeros(0, dtype=np.int64)
         tree_boxes = np.zeros((0, 4), dtype=np.int64)
         search = np.arange(kept.size)
+    pruned = None
+    if prune is not None and search.size:
+        unreachable = _unreachable(q, kept[search], *prune)
+        pruned = np.zeros(kept.size, dtype=bool)
+        pruned[search[unreachable]] = True
+        search = search[~unreachable]
     # Each searched set is searched on its bounding crop: (y0, y1, x0, x1), ends exclusive.
     top, bottom, left, right = _crop_bounds(q, kept[search])
     bounds = np.stack([top, bottom + 1, left, right + 1], axis=1)
@@ -175,12 +188,44 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     if tree_level.size:  # the tree's levels come unsorted, then the searched ones
         order = np.argsort(level, kind="stable")
         level, boxes = level[order], boxes[order]
+    if pruned is not None and pruned.any():  # one placeholder box per pruned set
+        placeholder = np.flatnonzero(pruned)
+        level = np.concatenate([level, placeholder])
+        boxes = np.concatenate([boxes, np.zeros((placeholder.size, 4), dtype=np.int64)])
+        order = np.argsort(level, kind="stable")
+        level, boxes = level[order], boxes[order]
     sizes = np.bincount(level, minlength=kept.size)
     if kept.size < unique_keys.size:  # the empty set sorts last: one (0, 0, 0, 0) box
         boxes = np.concatenate([boxes, np.zeros((1, 4), dtype=np.int64)])
         sizes = np.append(sizes, 1)
+        if pruned is not None:
+            pruned = np.append(pruned, False)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-    return LevelBoxes(boxes=boxes, starts=starts, set_of_threshold=set_of_threshold.ravel())
+    return LevelBoxes(boxes=boxes, starts=starts, set_of_threshold=set_of_threshold.ravel(),
+                      pruned=pruned if pruned is not None and pruned.any() else None)
+
+
+def _unreachable(q: np.ndarray, values: np.ndarray, gt_boxes: np.ndarray,
+                 iou: float) -> np.ndarray:
+    """``(S,)`` bool: the sets ``{q >= v}`` (``v`` in ``values``) none of whose boxes can reach
+    IoU ``iou`` with any of ``gt_boxes``.
+
+    Every box of a set, outer or hole, lies within its pixel crop extended by one pixel to the
+    right and bottom (the ``x + w`` of ``boundingRect``; a hole's box ends at most there),
+    clamped to the image: call it ``R``. For a box ``b`` within ``R`` and a GT box ``g``,
+    ``IoU(b, g) = |b & g| / |b | g| <= |R & g| / |g|`` (inclusive areas, as the protocol's).
+    """
+    height, width = q.shape
+    top, bottom, left, right = _crop_bounds(q, values)
+    right = np.minimum(right + 1, width - 1)[:, None]
+    bottom = np.minimum(bottom + 1, height - 1)[:, None]
+    gx0, gy0, gx1, gy1 = (gt_boxes[None, :, k] for k in range(4))
+    inter_w = np.maximum(0, np.minimum(right, gx1) - np.maximum(left[:, None], gx0) + 1)
+    inter_h = np.maximum(0, np.minimum(bottom, gy1) - np.maximum(top[:, None], gy0) + 1)
+    gt_area = (gx1 - gx0 + 1) * (gy1 - gy0 + 1)
+    # A relative margin far above float64 rounding: a bound just under ``iou`` whose boxes'
+    # rounded IoU could still reach it is searched.
+    return np.all(inter_w * inter_h < iou * gt_area * (1.0 - 1e-9), axis=1)
 
 
 def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -200,7 +245,10 @@ def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
 
 
 def best_iou_per_threshold(level: LevelBoxes, gt_boxes: np.ndarray) -> np.ndarray:
-    """``(T,)`` best IoU over the boxes of each threshold and all ``gt_boxes``."""
+    """``(T,)`` best IoU over the boxes of each threshold and all ``gt_boxes``; 0 for pruned
+    sets (whose best IoU is below the pruning IoU)."""
     per_box = box_iou_matrix(level.boxes, gt_boxes).max(axis=1)
     per_set = np.maximum.reduceat(per_box, level.starts)
+    if level.pruned is not None:
+        per_set[level.pruned] = 0.0
     return per_set[level.set_of_threshold]

@@ -18,12 +18,18 @@ __all__ = ["BoxAccuracy", "BoxAccuracyResult", "box_accuracy"]
 
 
 def best_iou_at_thresholds(
-    scoremap: np.ndarray, grid: np.ndarray, gt_boxes: np.ndarray, multi_contour: bool
+    scoremap: np.ndarray, grid: np.ndarray, gt_boxes: np.ndarray, multi_contour: bool,
+    at_least: float = 0.0,
 ) -> np.ndarray:
-    """``(T,)`` best IoU between the boxes of a float64 map at each threshold and ``gt_boxes``."""
+    """``(T,)`` best IoU between the boxes of a float64 map at each threshold and ``gt_boxes``.
+
+    With ``at_least > 0``, thresholds whose best IoU is provably below it are not searched and
+    report 0 (enough for counting IoUs ``>= at_least``, all the metrics need).
+    """
     q = quantize(scoremap)
+    prune = (gt_boxes, at_least) if at_least > 0 else None
     level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour,
-                        scoremap=scoremap)
+                        scoremap=scoremap, prune=prune)
     return best_iou_per_threshold(level, gt_boxes)
 
 
@@ -128,9 +134,11 @@ class BoxAccuracy(CountingState):
         """
         maps, boxes = split_batch(scoremaps, gt_boxes)
         levels = np.asarray(self.iou_thresholds)[:, None]
+        lowest = min(self.iou_thresholds)
         correct = self._state["correct"]
         for scoremap, gt in zip(maps, boxes, strict=True):
-            best = best_iou_at_thresholds(scoremap, self.thresholds, gt, self.multi_contour)
+            best = best_iou_at_thresholds(scoremap, self.thresholds, gt, self.multi_contour,
+                                          at_least=lowest)
             correct += best[None, :] >= levels
         self._state["num_images"] += maps.shape[0]
 
