@@ -123,4 +123,14 @@ def compile_ahead_of_time(kernel: Callable[..., tuple[Tensor, ...]],
         with tempfile.TemporaryDirectory(prefix="camkit-cream-") as folder:
             path = torch._inductor.aoti_compile_and_package(
                 program, package_path=os.path.join(folder, "cream.pt2"))
-            return torch._inductor.aoti_load_package(path)
+            model = torch._inductor.aoti_load_package(path)
+    # The model's __call__ parses its input and output specs on every call; the outputs are a
+    # flat tuple, so the loader's boxed entry point takes and gives the tensors directly.
+    boxed_run = getattr(getattr(model, "loader", None), "boxed_run", None)
+    if boxed_run is None:
+        return model
+
+    def run(*inputs: Tensor | None) -> tuple[Tensor, ...]:
+        return tuple(boxed_run([tensor for tensor in inputs if tensor is not None]))
+
+    return run
