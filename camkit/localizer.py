@@ -1,19 +1,17 @@
 """``camkit.attach(model)``: CAM, RCAM and CREAM on an existing CNN classifier.
 
 ``attach`` finds the model's last feature map and its classifier (see ``camkit._discovery``),
-registers one forward hook on the feature layer, and returns a ``Localizer``: call it like the
-model while training (with ``labels=`` it also updates CREAM's context embeddings), and call
-``localize`` for logits, maps and boxes in one batched pass. ``detach()`` (or leaving a ``with``
-block, also on an exception) removes the hook and undoes any pooling swap.
+registers one forward hook on the feature layer (see ``camkit._hooks``), and returns a
+``Localizer``: call it like the model while training (with ``labels=`` it also updates CREAM's
+context embeddings), and call ``localize`` for logits, maps and boxes in one batched pass.
+``detach()`` (or leaving a ``with`` block, also on an exception) removes the hook and undoes any
+pooling swap.
 """
 
 from __future__ import annotations
 
-import threading
 import warnings
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,6 +25,7 @@ from camkit._discovery import (
     select_logits,
     unwrap_model,
 )
+from camkit._hooks import Capture, Swap, eval_mode, release, swap_pooling
 from camkit._validation import (
     INDEX_DTYPES,
     check_finite_number,
@@ -34,13 +33,40 @@ from camkit._validation import (
     check_tensor,
 )
 from camkit.cam import class_activation_map, normalize_map, upsample_map
-from camkit.pooling import ThresholdedAvgPool
 from camkit.threshold import percentile_threshold
 
 __all__ = ["Localization", "Localizer", "attach"]
 
 _METHODS = ("cam", "rcam", "cream")
 _RULES = ("max", "pas")
+
+
+def _check_rule(rule: object) -> str | float:
+    """Check a box rule: ``"max"``, ``"pas"`` or a fraction in [0, 1] (returned as float)."""
+    if isinstance(rule, str):
+        if rule not in _RULES:
+            raise ValueError(f"threshold must be 'max', 'pas' or a number in [0, 1], got {rule!r}")
+        return rule
+    return check_finite_number(rule, "threshold", low=0.0, high=1.0)
+
+
+def _check_labels(labels: Tensor | int, ref: Tensor, num_classes: int) -> Tensor:
+    """Check classes given per image (or one int / 0-D tensor for all) against ``ref``'s batch.
+
+    Returns them as a ``(B,)`` long tensor on ``ref``'s device.
+    """
+    batch = ref.shape[0]
+    if isinstance(labels, int) and not isinstance(labels, bool):
+        labels = torch.full((batch,), labels, dtype=torch.long, device=ref.device)
+    check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
+    labels = labels.to(ref.device).long().expand(batch) if labels.dim() == 0 else labels
+    if labels.shape[0] != batch:
+        raise ValueError(f"labels must hold one class per image (B={batch}), got "
+                         f"{labels.shape[0]}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return labels.to(ref.device).long()
 
 
 class Localization(NamedTuple):
@@ -65,41 +91,6 @@ class Localization(NamedTuple):
     scoremaps: Tensor
     boxes: list[np.ndarray | None]
     thresholds: Tensor
-
-
-class _Capture:
-    """Where the feature hook leaves its output; active only inside a ``Localizer`` call."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.store: dict[torch.device, Tensor] = {}
-        self.lock = threading.Lock()
-
-    def hook(self, module: nn.Module, args: tuple, output: object) -> None:
-        if self.active and isinstance(output, Tensor):
-            self.store[output.device] = output  # last call wins; one entry per replica device
-
-
-def _release(handles: list[Any], swaps: list[tuple[nn.Module, str, nn.Module]]) -> None:
-    """Remove hooks and put swapped modules back (idempotent; also run by the finalizer)."""
-    while handles:
-        handles.pop().remove()
-    while swaps:
-        parent, child, original = swaps.pop()
-        setattr(parent, child, original)
-
-
-@contextmanager
-def _eval_mode(modules: Iterator[nn.Module] | list[nn.Module]) -> Iterator[None]:
-    """Put modules in eval mode, restoring each one's own ``training`` flag afterwards."""
-    saved = [(m, m.training) for m in modules]
-    try:
-        for module, _ in saved:
-            module.training = False
-        yield
-    finally:
-        for module, mode in saved:
-            module.training = mode
 
 
 def _boxes_from_scoremap(scoremap: np.ndarray, threshold: float,
@@ -164,29 +155,16 @@ class Localizer(nn.Module):
             param = next(iter(core.parameters()), None)
             if param is not None:
                 self.bank.to(param.device)
-        self._capture = _Capture()
+        self._capture = Capture()
         handles: list[Any] = []
-        swaps: list[tuple[nn.Module, str, nn.Module]] = []
-        self._finalizer = weakref.finalize(self, _release, handles, swaps)
+        swaps: list[Swap] = []
+        self._finalizer = weakref.finalize(self, release, handles, swaps)
         if tap is not None:
-            self._swap_pooling(core, check_finite_number(tap, "tap", low=0.0, high=1.0), swaps)
+            swap_pooling(core, self.pool_name, self.feature_name,
+                         check_finite_number(tap, "tap", low=0.0, high=1.0), swaps)
         handles.append(found.feature_layer.register_forward_hook(self._capture.hook))
 
     # ------------------------------------------------------------------ lifecycle
-    def _swap_pooling(self, core: nn.Module, theta: float, swaps: list) -> None:
-        if self.pool_name is None:
-            raise ValueError(f"tap= needs a global pooling module fed by {self.feature_name!r}, "
-                             "but the model pools with a function (e.g. F.adaptive_avg_pool2d);"
-                             " replace it by an nn.AdaptiveAvgPool2d(1) module to use tap=")
-        parent_name, _, child = self.pool_name.rpartition(".")
-        parent = core.get_submodule(parent_name) if parent_name else core
-        original = getattr(parent, child)
-        if not isinstance(original, (nn.AdaptiveAvgPool2d, ThresholdedAvgPool)):
-            raise ValueError(f"tap= replaces an average pooling, but {self.pool_name!r} is "
-                             f"{type(original).__name__}")
-        setattr(parent, child, ThresholdedAvgPool(theta))
-        swaps.append((parent, child, original))
-
     @property
     def attached(self) -> bool:
         """Whether the hook is still installed (``detach`` not yet called)."""
@@ -240,7 +218,7 @@ class Localizer(nn.Module):
         return torch.cat([store[d].to(target) for d in order])
 
     def _embed(self, features: Tensor) -> Tensor:
-        with _eval_mode([m for m, _ in self._head]):
+        with eval_mode([m for m, _ in self._head]):
             return apply_head(features, self._head)
 
     def _cam(self, features: Tensor, classes: Tensor, clamp_negative: bool) -> Tensor:
@@ -300,7 +278,7 @@ class Localizer(nn.Module):
             clamp, rule = method == "rcam", "pas" if method == "rcam" else "max"
         rule = rule if threshold is None else _check_rule(threshold)
         use_cream = (method or self.method) == "cream"
-        with torch.no_grad(), _eval_mode(list(self.model.modules())):
+        with torch.no_grad(), eval_mode(list(self.model.modules())):
             output, features = self._run(x)
             logits = select_logits(output, self.logits_selector)
             embedded = self._embed(features)
@@ -351,29 +329,6 @@ class Localizer(nn.Module):
         return (f"method={self.method!r}, feature_layer={self.feature_name!r}, "
                 f"classifier={self.classifier_name!r}, num_classes={self.num_classes}, "
                 f"clamp_negative={self.clamp_negative}, threshold={self.threshold!r}{state}")
-
-
-def _check_rule(rule: object) -> str | float:
-    if isinstance(rule, str):
-        if rule not in _RULES:
-            raise ValueError(f"threshold must be 'max', 'pas' or a number in [0, 1], got {rule!r}")
-        return rule
-    return check_finite_number(rule, "threshold", low=0.0, high=1.0)
-
-
-def _check_labels(labels: Tensor | int, ref: Tensor, num_classes: int) -> Tensor:
-    batch = ref.shape[0]
-    if isinstance(labels, int) and not isinstance(labels, bool):
-        labels = torch.full((batch,), labels, dtype=torch.long, device=ref.device)
-    check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
-    labels = labels.to(ref.device).long().expand(batch) if labels.dim() == 0 else labels
-    if labels.shape[0] != batch:
-        raise ValueError(f"labels must hold one class per image (B={batch}), got "
-                         f"{labels.shape[0]}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
-    return labels.to(ref.device).long()
 
 
 def attach(model: nn.Module, *, method: str = "cream",
