@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from camkit.cream import _compile, _scan, cream_map, reset_compile_cache
+from camkit.cream import _ahead, _compile, _scan, cream_map, reset_compile_cache
 
 
 def _inputs(batch: int, channels: int = 8, size: int = 5, seed: int = 0):
@@ -21,10 +21,12 @@ def _inputs(batch: int, channels: int = 8, size: int = 5, seed: int = 0):
 
 
 @pytest.fixture
-def fresh_compile_state(monkeypatch):
-    """Empty camkit's and dynamo's caches around the test; yield a backend setter."""
+def fresh_compile_state(monkeypatch, tmp_path):
+    """Empty camkit's and dynamo's caches around the test (ahead-of-time packages go to a
+    folder of the test's own); yield a backend setter."""
     torch._dynamo.reset()
     reset_compile_cache()
+    monkeypatch.setattr(_ahead, "_CACHE_ROOT", tmp_path / "kernels")
 
     def use_backend(backend):
         monkeypatch.setattr(_compile, "_BACKEND", backend)
@@ -196,7 +198,7 @@ def test_inductor_chunked_path_without_ahead_of_time_compilation(fresh_compile_s
     """When export or AOTInductor fails, the chunked kernel goes through torch.compile."""
     _use_chunks_of(monkeypatch, 2)
 
-    def unavailable(kernel, args):
+    def unavailable(kernel, args, key):
         raise RuntimeError("AOTInductor is not available")
 
     monkeypatch.setattr(_compile, "compile_ahead_of_time", unavailable)
@@ -208,6 +210,44 @@ def test_inductor_chunked_path_without_ahead_of_time_compilation(fresh_compile_s
                           rtol=1e-5, atol=1e-5)
     assert [key[0] for key in _compile._FAILED] == ["ahead"]
     assert any(key[0] == "scan" for key in _compile._COMPILED)
+
+
+def test_kernel_cache_names_packages_by_host_source_and_key(monkeypatch, tmp_path):
+    monkeypatch.setattr(_ahead, "_CACHE_ROOT", tmp_path)
+    monkeypatch.delenv("CAMKIT_DISABLE_KERNEL_CACHE", raising=False)
+    first = _ahead._package_path(("ahead", "cpu", torch.float32, ((2, 8, 25),)))
+    assert first is not None and first.parent == tmp_path and first.suffix == ".pt2"
+    assert first == _ahead._package_path(("ahead", "cpu", torch.float32, ((2, 8, 25),)))
+    assert first != _ahead._package_path(("ahead", "cpu", torch.float64, ((2, 8, 25),)))
+    assert first != _ahead._package_path(("ahead", "cpu", torch.float32, ((4, 8, 25),)))
+    monkeypatch.setenv("CAMKIT_DISABLE_KERNEL_CACHE", "1")
+    assert _ahead._package_path(("ahead", "cpu", torch.float32, ((2, 8, 25),))) is None
+
+
+@pytest.mark.slow
+def test_ahead_of_time_package_is_reused_from_disk_and_rebuilt_when_damaged(
+        fresh_compile_state, monkeypatch):
+    _use_chunks_of(monkeypatch, 2)
+    monkeypatch.delenv("CAMKIT_DISABLE_KERNEL_CACHE", raising=False)
+    features, fg, bg, cam = _inputs(4)
+    expected = cream_map(features, fg, bg, cam=cam)
+    torch.testing.assert_close(cream_map(features, fg, bg, cam=cam, compile=True), expected)
+    (package,) = (_ahead._CACHE_ROOT).glob("*.pt2")
+    # Another process (here: an emptied in-memory cache) loads it instead of compiling.
+    reset_compile_cache()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the cached package should have been loaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.export, "export", no_export)
+        torch.testing.assert_close(cream_map(features, fg, bg, cam=cam, compile=True), expected)
+    assert not _compile._FAILED
+    # A damaged package is compiled again and replaced.
+    package.write_bytes(b"not a package")
+    reset_compile_cache()
+    torch.testing.assert_close(cream_map(features, fg, bg, cam=cam, compile=True), expected)
+    assert not _compile._FAILED and package.stat().st_size > 100
 
 
 @pytest.mark.slow

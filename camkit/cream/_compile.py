@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from camkit.cam import normalize_map
-from camkit.cream._scan import chunked_kernel, compile_ahead_of_time, scan_chunk, split_batch
+from camkit.cream._ahead import compile_ahead_of_time
+from camkit.cream._scan import chunked_kernel, scan_chunk, split_batch
 
 __all__ = ["calibrate_responsibilities", "cream_kernel", "em_kernel", "run_cream"]
 
@@ -275,7 +276,7 @@ def _run_scan(key: tuple[object, ...], kernel: Callable[..., _Outputs],
             try:
                 runner = _COMPILED.get(ahead)
                 if runner is None:
-                    runner = _COMPILED[ahead] = compile_ahead_of_time(kernel, args)
+                    runner = _COMPILED[ahead] = compile_ahead_of_time(kernel, args, ahead)
                 return tuple(runner(*args))
             except Exception as error:
                 _FAILED.add(ahead)

@@ -11,10 +11,8 @@ and ``K`` static (the kernels keep their fixed shapes). The features are read th
 into one ``(n, K, C, N)`` view rather than scanned as a sequence: a scanned sequence is copied
 first, which is a pass over the features of its own.
 
-With inductor, the chunked kernel is compiled ahead of time (``torch.export`` with a symbolic
-chunk count, then AOTInductor): calling the compiled library costs a few microseconds, where a
-``torch.compile``'d function pays dynamo's guards and wrappers on every call (a quarter of the
-EM's time at (32, 512, 14, 14) here). With another backend it goes through ``torch.compile``.
+With inductor, the chunked kernel is compiled ahead of time (``camkit.cream._ahead``); with
+another backend it goes through ``torch.compile``.
 
 ``scan`` is a prototype API of ``torch._higher_order_ops`` (torch 2.13); any failure to trace
 or compile the chunked kernel hands over to the compiled kernel over the whole batch.
@@ -22,15 +20,12 @@ or compile the chunked kernel hands over to the compiled kernel over the whole b
 
 from __future__ import annotations
 
-import os
-import tempfile
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["chunked_kernel", "compile_ahead_of_time", "scan_chunk", "split_batch"]
+__all__ = ["chunked_kernel", "scan_chunk", "split_batch"]
 
 #: Features per chunk, in bytes: about the L2 caches of the cores that run the chunk
 #: (2 MiB per core on the machine ``docs/benchmarks.md`` describes).
@@ -96,41 +91,3 @@ def split_batch(tensor: Tensor | None, head: int, chunk: int) -> tuple[Tensor | 
         return None, None
     return tensor[:head].reshape(head // chunk, chunk, *tensor.shape[1:]), tensor[head:]
 
-
-class _Chunked(torch.nn.Module):
-    """``chunked_kernel(kernel)`` as a module, the unit ``torch.export`` takes."""
-
-    def __init__(self, kernel: Callable[..., tuple[Tensor, ...]]) -> None:
-        super().__init__()
-        self.run = chunked_kernel(kernel)
-
-    def forward(self, pixels: Tensor, mu_fg: Tensor, mu_bg: Tensor, scale: Tensor,
-                log_ratio: Tensor, cam: Tensor | None, delta: Tensor) -> tuple[Tensor, ...]:
-        return self.run(pixels, mu_fg, mu_bg, scale, log_ratio, cam, delta)
-
-
-def compile_ahead_of_time(kernel: Callable[..., tuple[Tensor, ...]],
-                          args: tuple[Tensor | None, ...]) -> Callable[..., tuple[Tensor, ...]]:
-    """``chunked_kernel(kernel)`` compiled by AOTInductor for ``args``' chunk shape and dtypes,
-    any chunk count from 2 on. Raises whatever export or compilation raises."""
-    chunks = torch.export.Dim("chunks", min=_MIN_CHUNKS)
-    dynamic = tuple({0: chunks} if arg is not None and arg.dim() > 0 else None for arg in args)
-    with warnings.catch_warnings():
-        # torch 2.13's own pytree code trips its LeafSpec deprecation: nothing a user can act on.
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        program = torch.export.export(_Chunked(kernel), args, dynamic_shapes=dynamic)
-        # The package is only a vehicle: once loaded, the library lives in memory.
-        with tempfile.TemporaryDirectory(prefix="camkit-cream-") as folder:
-            path = torch._inductor.aoti_compile_and_package(
-                program, package_path=os.path.join(folder, "cream.pt2"))
-            model = torch._inductor.aoti_load_package(path)
-    # The model's __call__ parses its input and output specs on every call; the outputs are a
-    # flat tuple, so the loader's boxed entry point takes and gives the tensors directly.
-    boxed_run = getattr(getattr(model, "loader", None), "boxed_run", None)
-    if boxed_run is None:
-        return model
-
-    def run(*inputs: Tensor | None) -> tuple[Tensor, ...]:
-        return tuple(boxed_run([tensor for tensor in inputs if tensor is not None]))
-
-    return run

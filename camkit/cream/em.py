@@ -159,8 +159,9 @@ def cream_map(
             compiled on CUDA only (``"auto"``). On CPU, batches of two cache-sized chunks or
             more run chunk by chunk in a kernel that inductor compiles ahead of time
             (``torch.export`` + AOTInductor), once per feature shape and dtype: the first
-            such call takes seconds. Falls back to eager, with one warning, when compilation
-            fails.
+            such call takes seconds (the package is kept on disk for later processes; see
+            ``docs/troubleshooting.md``). Falls back to eager, with one warning, when
+            compilation fails.
         return_details: return a ``CreamDetails`` instead of the map.
 
     Returns:
