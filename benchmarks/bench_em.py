@@ -214,7 +214,12 @@ def main() -> None:
                         help="wall-clock time, or this thread's CPU time (implies --threads 1)")
     parser.add_argument("--markdown", action="store_true",
                         help="also print Markdown tables (medians and interquartile ranges)")
+    parser.add_argument("--kernel-cache", action="store_true",
+                        help="load compiled CREAM kernels kept on disk by earlier runs (by "
+                             "default the first compiled call compiles from scratch)")
     args = parser.parse_args()
+    if not args.kernel_cache:  # the first-call column then times compilation, not a load
+        os.environ["CAMKIT_DISABLE_KERNEL_CACHE"] = "1"
     global _CLOCK
     if args.clock == "cpu":
         _CLOCK = time.thread_time
