@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -91,6 +92,10 @@ def test_pruned_thresholds_only_hide_ious_below_the_lowest_counted(seed, multi, 
     on the image's last row and column (where boxes end one pixel past their crop)."""
     rng = np.random.default_rng(seed)
     maps = blob_maps(seed, 1, size=20)
+    if seed % 2:  # cluttered: many components per level, so the live region cuts some
+        coarse = rng.random((6, 6))
+        maps = cv2.resize(coarse, (20, 20), interpolation=cv2.INTER_CUBIC)[None]
+        maps = (maps - maps.min()) / (maps.max() - maps.min())
     gt = random_gt(seed + 1, 1, size=20)[0]
     x, y = rng.integers(0, 20, 2)
     gt = np.concatenate([gt, [[x, y, x, y], [x, y, 19, 19]]]).astype(np.int64)
@@ -114,6 +119,41 @@ def test_pruning_skips_the_searches_of_sets_far_from_every_gt_box():
     np.testing.assert_array_equal(best, best_iou_per_threshold(
         level_boxes(q, levels, multi_contour=True), gt) * (best > 0))
     assert best[0] == 1.0 and best[-1] == 0.0
+
+
+def test_pruned_search_covers_only_the_live_region(monkeypatch):
+    """After a search, the next sets are searched only where a box that counts may be: inside
+    the boxes (of the set searched before) that can still reach the lowest IoU; components
+    outside them cannot give a box that counts. (Components that the region cuts are covered
+    by the Hypothesis property above, on cluttered maps.)"""
+    from camkit.boxes import _levels
+
+    scoremap = np.zeros((40, 40))
+    rows = np.arange(2, 14)[:, None]
+    scoremap[2:14, 2:14] = 0.5 + 0.04 * (6 - np.abs(rows - 7.5))  # a ridge over the GT box
+    scoremap[:, 30:36] = 0.9  # a tall bar away from it, higher than the ridge
+    scoremap[20:24, 10:28] = 0.3  # a low bar below it
+    gt = np.array([[0, 0, 15, 15]])
+    searched = []
+    search = _levels._search_contours
+
+    def recording(q, value, bounds, multi_contour):
+        searched.append(list(bounds))
+        return search(q, value, bounds, multi_contour)
+
+    monkeypatch.setattr(_levels, "_search_contours", recording)
+    grid = threshold_grid(0.01)
+    for multi in (True, False):
+        searched.clear()
+        metric = BoxAccuracy(grid, multi_contour=multi)
+        metric.update(scoremap[None], [gt])
+        np.testing.assert_array_equal(
+            metric.state_dict()["state"]["correct"],
+            oracle_correct(scoremap[None], [gt], grid, (0.3, 0.5, 0.7), multi))
+        if multi:  # the first search sees the whole set; the next ones the square's box only
+            assert searched[0] == [0, 40, 2, 36]
+            assert all(bounds[1] <= 14 and bounds[3] <= 14 for bounds in searched[1:])
+            assert len(searched) > 2
 
 
 def test_perfect_box_map_scores_100_and_v1_configuration():

@@ -19,6 +19,7 @@ single-contour mode the contour of largest ``cv2.contourArea`` (first one on tie
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,31 +86,88 @@ def _crop_bounds(q: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, ...]:
     return top, bottom, left, right
 
 
-def _bounding_rects(contours: list[np.ndarray] | tuple[np.ndarray, ...]) -> list:
-    """``cv2.boundingRect`` of each contour, as ``(x, y, w, h)`` rows."""
+def _bounding_rects(contours: Sequence[np.ndarray]) -> np.ndarray:
+    """``cv2.boundingRect`` of each contour, as ``(N, 4)`` int64 ``(x, y, w, h)`` rows."""
     import cv2
 
     if len(contours) <= _VECTORIZE_ABOVE:
-        return [cv2.boundingRect(contour) for contour in contours]
+        return np.array([cv2.boundingRect(contour) for contour in contours],
+                        dtype=np.int64).reshape(-1, 4)
     points = np.concatenate(contours).reshape(-1, 2)
     sizes = np.fromiter((len(contour) for contour in contours), np.int64, len(contours))
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     low = np.minimum.reduceat(points, starts, axis=0)
     high = np.maximum.reduceat(points, starts, axis=0)
-    return np.column_stack([low, high - low + 1]).tolist()
+    return np.column_stack([low, high - low + 1]).astype(np.int64)
 
 
-def _search_contours(q: np.ndarray, value: int, bounds: list[int], multi_contour: bool) -> list:
+def _search_contours(q: np.ndarray, value: int, bounds: list[int],
+                     multi_contour: bool) -> tuple[np.ndarray, Sequence]:
     """``(x, y, w, h)`` of the contours of ``{q >= value}`` (of the largest one in single mode),
-    searched on the set's bounding crop, in crop coordinates."""
+    searched on the set's bounding crop, in crop coordinates; and all its contours."""
     import cv2
 
     y0, y1, x0, x1 = bounds
     binary = (q[y0:y1, x0:x1] >= value).view(np.uint8)
     contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
     if not multi_contour and len(contours) > 1:
-        contours = [max(contours, key=cv2.contourArea)]
-    return _bounding_rects(contours)
+        return _bounding_rects([max(contours, key=cv2.contourArea)]), contours
+    return _bounding_rects(contours), contours
+
+
+def _live_region(rects: Iterable[Sequence[int]], origin: tuple[int, int],
+                 size: tuple[int, int], gt_boxes: list[tuple[int, int, int, int, float]], *,
+                 first: bool) -> tuple[int, int, int, int] | None:
+    """Inclusive pixel bounds ``(x0, y0, x1, y1)`` of the contours whose bounding rectangles
+    ``(x, y, w, h)`` are ``rects`` (relative to ``origin = (x0, y0)``, in an image of ``size =
+    (height, width)``) and whose protocol box may hold a box reaching the IoU each of
+    ``gt_boxes`` carries as ``(x0, y0, x1, y1, iou * area * (1 - 1e-9))``; None when none may.
+    With ``first``, the bounds of the first such contour only.
+
+    Every component of a higher level lies within a component of this one, so its boxes lie
+    within that component's protocol box: only the components inside the returned region can
+    give a higher level a box that counts.
+    """
+    x_origin, y_origin = origin
+    height, width = size
+    if isinstance(rects, np.ndarray) and len(rects) > _VECTORIZE_ABOVE and not first:
+        return _live_region_bulk(rects, origin, size, gt_boxes)
+    if isinstance(rects, np.ndarray):
+        rects = rects.tolist()
+    region: tuple[int, int, int, int] | None = None
+    for x, y, w, h in rects:
+        left, top = x + x_origin, y + y_origin
+        right, bottom = min(left + w, width - 1), min(top + h, height - 1)
+        for gx0, gy0, gx1, gy1, needed in gt_boxes:
+            overlap_w = min(right, gx1) - max(left, gx0) + 1
+            overlap_h = min(bottom, gy1) - max(top, gy0) + 1
+            if overlap_w > 0 and overlap_h > 0 and overlap_w * overlap_h >= needed:
+                pixels = (left, top, left + w - 1, top + h - 1)
+                if first:
+                    return pixels
+                region = pixels if region is None else (
+                    min(region[0], left), min(region[1], top),
+                    max(region[2], pixels[2]), max(region[3], pixels[3]))
+                break
+    return region
+
+
+def _live_region_bulk(rects: np.ndarray, origin: tuple[int, int], size: tuple[int, int],
+                      gt_boxes: list[tuple[int, int, int, int, float]],
+                      ) -> tuple[int, int, int, int] | None:
+    """``_live_region`` of many rectangles at once (same result)."""
+    left, top = rects[:, 0] + origin[0], rects[:, 1] + origin[1]
+    right = np.minimum(left + rects[:, 2], size[1] - 1)
+    bottom = np.minimum(top + rects[:, 3], size[0] - 1)
+    reach = np.zeros(len(rects), dtype=bool)
+    for gx0, gy0, gx1, gy1, needed in gt_boxes:
+        overlap_w = np.minimum(right, gx1) - np.maximum(left, gx0) + 1
+        overlap_h = np.minimum(bottom, gy1) - np.maximum(top, gy0) + 1
+        reach |= (overlap_w > 0) & (overlap_h > 0) & (overlap_w * overlap_h >= needed)
+    if not reach.any():
+        return None
+    return (int(left[reach].min()), int(top[reach].min()),
+            int((left + rects[:, 2] - 1)[reach].max()), int((top + rects[:, 3] - 1)[reach].max()))
 
 
 def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
@@ -126,8 +184,12 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
             (``camkit.boxes._compiled``, with numba, past ``_COMPILED_ABOVE`` sets) or else
             the component trees (``camkit.boxes._trees``, past ``_TREE_ABOVE`` sets). Without
             it, boxes are in ``cv2.findContours``' order.
-        prune: ``(gt_boxes, iou)``: sets none of whose boxes can reach IoU ``iou`` with any
-            of ``gt_boxes`` (``(M, 4)`` int64) are not searched (``LevelBoxes.pruned``).
+        prune: ``(gt_boxes, iou)``, for IoUs of ``iou`` or more with ``gt_boxes`` (``(M, 4)``
+            int64) only: sets none of whose boxes can reach it are not searched
+            (``LevelBoxes.pruned``), and a set's search covers only the part of its crop where
+            a box that reaches it may be, given the boxes of the set searched before (lower
+            sets hold the higher ones). Boxes that cannot reach ``iou`` may then be missing or
+            cut; the best IoU of a set is exact whenever it is ``iou`` or more.
     """
     import cv2
 
@@ -155,24 +217,51 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         tree_level = np.zeros(0, dtype=np.int64)
         tree_boxes = np.zeros((0, 4), dtype=np.int64)
         search = np.arange(kept.size)
-    pruned = None
+    search = np.sort(search)  # lowest value first: the sets shrink along the search
+    pruned = np.zeros(kept.size, dtype=bool)
     if prune is not None and search.size:
         unreachable = _unreachable(q, kept[search], *prune)
-        pruned = np.zeros(kept.size, dtype=bool)
         pruned[search[unreachable]] = True
         search = search[~unreachable]
     # Each searched set is searched on its bounding crop: (y0, y1, x0, x1), ends exclusive.
     top, bottom, left, right = _crop_bounds(q, kept[search])
     bounds = np.stack([top, bottom + 1, left, right + 1], axis=1)
-    rects: list = []
+    blocks: list[np.ndarray] = []
     counts: list[int] = []
-    for value, crop in zip(kept[search].tolist(), bounds.tolist(), strict=True):
-        block = _search_contours(q, value, crop, multi_contour)
-        rects.extend(block)
-        counts.append(len(block))
+    needed = _needed_overlaps(*prune) if prune is not None else []
+    live: tuple[int, int, int, int] | None = None  # where boxes that count may still be
+    for index, value in enumerate(kept[search].tolist()):
+        y0, y1, x0, x1 = bounds[index].tolist()
+        if live is not None and multi_contour:
+            # Components outside the live region cannot count here: search only the part of
+            # the crop inside it. Components cut by it give boxes inside non-counting ones,
+            # so below the lowest IoU as well. (In single mode a cut component could pass for
+            # the largest one: there the live region only says whether to go on.)
+            y0, y1 = max(y0, live[1]), min(y1, live[3] + 1)
+            x0, x1 = max(x0, live[0]), min(x1, live[2] + 1)
+            bounds[index] = (y0, y1, x0, x1)
+        block = np.zeros((0, 4), dtype=np.int64)
+        if y0 < y1 and x0 < x1:
+            block, contours = _search_contours(q, value, [y0, y1, x0, x1], multi_contour)
+        live = None
+        if len(block):  # (none only when the live region holds no pixel of the set)
+            blocks.append(block)
+            counts.append(len(block))
+            if not needed:
+                continue
+            # Every contour's rectangle: the ones found (multi-contour), else computed one by
+            # one until one may reach (the region then only says whether to go on).
+            every = block if multi_contour else map(cv2.boundingRect, contours)
+            live = _live_region(every, (x0, y0), (height, width), needed,
+                                first=not multi_contour)
+        if live is None:  # the sets shrink along the search: none above can count either
+            done = len(counts)
+            pruned[search[done:]] = True
+            search, bounds = search[:done], bounds[:done]
+            break
 
-    if rects:
-        xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
+    if blocks:
+        xywh = np.concatenate(blocks)
         origin = np.repeat(bounds[:, [2, 0]].astype(np.int64), counts, axis=0)
         x_min, y_min = xywh[:, 0] + origin[:, 0], xywh[:, 1] + origin[:, 1]
         searched = np.column_stack([
@@ -188,7 +277,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     if tree_level.size:  # the tree's levels come unsorted, then the searched ones
         order = np.argsort(level, kind="stable")
         level, boxes = level[order], boxes[order]
-    if pruned is not None and pruned.any():  # one placeholder box per pruned set
+    if pruned.any():  # one placeholder box per pruned set
         placeholder = np.flatnonzero(pruned)
         level = np.concatenate([level, placeholder])
         boxes = np.concatenate([boxes, np.zeros((placeholder.size, 4), dtype=np.int64)])
@@ -198,11 +287,18 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     if kept.size < unique_keys.size:  # the empty set sorts last: one (0, 0, 0, 0) box
         boxes = np.concatenate([boxes, np.zeros((1, 4), dtype=np.int64)])
         sizes = np.append(sizes, 1)
-        if pruned is not None:
-            pruned = np.append(pruned, False)
+        pruned = np.append(pruned, False)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     return LevelBoxes(boxes=boxes, starts=starts, set_of_threshold=set_of_threshold.ravel(),
-                      pruned=pruned if pruned is not None and pruned.any() else None)
+                      pruned=pruned if pruned.any() else None)
+
+
+def _needed_overlaps(gt_boxes: np.ndarray, iou: float) -> list[tuple[int, int, int, int, float]]:
+    """``(x0, y0, x1, y1, overlap)`` per GT box: a box within ``R`` reaches IoU ``iou`` with it
+    only if ``|R & g| >= overlap`` (``iou * |g|``, less a relative margin far above float64
+    rounding, so that a bound just under it is searched)."""
+    return [(x0, y0, x1, y1, iou * (x1 - x0 + 1) * (y1 - y0 + 1) * (1.0 - 1e-9))
+            for x0, y0, x1, y1 in gt_boxes.tolist()]
 
 
 def _unreachable(q: np.ndarray, values: np.ndarray, gt_boxes: np.ndarray,

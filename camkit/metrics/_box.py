@@ -23,14 +23,17 @@ def best_iou_at_thresholds(
 ) -> np.ndarray:
     """``(T,)`` best IoU between the boxes of a float64 map at each threshold and ``gt_boxes``.
 
-    With ``at_least > 0``, thresholds whose best IoU is provably below it are not searched and
-    report 0 (enough for counting IoUs ``>= at_least``, all the metrics need).
+    With ``at_least > 0``, best IoUs below it report 0, and the searches that could only find
+    such IoUs are skipped (enough for counting IoUs ``>= at_least``, all the metrics need).
     """
     q = quantize(scoremap)
     prune = (gt_boxes, at_least) if at_least > 0 else None
     level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour,
                         scoremap=scoremap, prune=prune)
-    return best_iou_per_threshold(level, gt_boxes)
+    best = best_iou_per_threshold(level, gt_boxes)
+    if at_least > 0:  # pruned searches give no exact value below it: none is reported
+        best[best < at_least] = 0.0
+    return best
 
 
 def split_batch(scoremaps: object, gt_boxes: object) -> tuple[np.ndarray, list[np.ndarray]]:
