@@ -134,6 +134,25 @@ def test_equal_area_tie_in_single_mode_matches_oracle():
     assert_same_boxes(scoremap, GRID, False)
 
 
+def test_single_mode_ties_among_many_components_rings_and_islands_match_oracle():
+    """Single mode searches outer contours only: ties between equal components, a thin ring
+    whose hole contour has its outer contour's area, and an island in a hole pick the box the
+    full contour tree picks."""
+    scoremap = np.zeros((24, 30))
+    for y in range(1, 22, 4):  # a grid of equal 2x2 squares
+        for x in range(1, 12, 4):
+            scoremap[y:y + 2, x:x + 2] = 1.0
+    scoremap[2:5, 16:19] = 1.0  # a 3x3 ring: hole and outer contours trace the same pixels
+    scoremap[3, 17] = 0.0
+    scoremap[8:17, 16:25] = 0.8  # a thick ring with an island in its hole
+    scoremap[10:15, 18:23] = 0.0
+    scoremap[12, 20] = 1.0
+    assert_same_boxes(scoremap, GRID, False)
+    rng = np.random.default_rng(11)
+    for _ in range(20):  # random binary clutter: many equal-area components
+        assert_same_boxes((rng.random((16, 16)) > 0.6).astype(np.float64), [0.5], False)
+
+
 def test_float32_float16_and_torch_match_the_float64_oracle():
     rng = np.random.default_rng(3)
     scoremap = rng.random((16, 20))

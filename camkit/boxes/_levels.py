@@ -109,7 +109,11 @@ def _search_contours(q: np.ndarray, value: int, bounds: list[int],
 
     y0, y1, x0, x1 = bounds
     binary = (q[y0:y1, x0:x1] >= value).view(np.uint8)
-    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    # The largest contour is always a top-level outer one (a hole's or an island's area is
+    # inside its parent's), and the outer ones come in the same order in both modes, so the
+    # first of the largest is the same: the single box needs no hole contours.
+    mode = cv2.RETR_TREE if multi_contour else cv2.RETR_EXTERNAL
+    contours = cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)[0]
     if not multi_contour and len(contours) > 1:
         return _bounding_rects([max(contours, key=cv2.contourArea)]), contours
     return _bounding_rects(contours), contours
