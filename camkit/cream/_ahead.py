@@ -2,17 +2,17 @@
 
 ``torch.export`` traces ``chunked_kernel(kernel)`` with a symbolic chunk count and AOTInductor
 compiles it into a library. Calling that library costs a few microseconds, where a
-``torch.compile``'d function pays dynamo's guards and wrappers on every call (a quarter of the
-EM's time at (32, 512, 14, 14) on the machine of ``docs/benchmarks.md``).
+``torch.compile``'d function pays dynamo's guards and wrappers on every call, a sizeable part
+of the EM's time at the benchmark's smallest shape.
 
-Compiling takes about 10 s, so the package is kept in inductor's cache folder
-(``camkit-cream/`` in ``TORCHINDUCTOR_CACHE_DIR``, by default a folder of the system's temporary
-directory) under a name that hashes everything the library depends on: torch's version and
-build, the CPU's vector instruction set (the code is compiled for this host), camkit's version
-and the source of the modules the kernel is written in, and the kernel's options, chunk shape
-and dtype. A package is written under a temporary name and renamed into place, so a reader
-never sees half of one; one that fails to load is compiled again. ``CAMKIT_DISABLE_KERNEL_CACHE=1``
-turns the disk cache off.
+Compiling takes seconds (the first-call column of ``docs/benchmarks.md``), so the package is
+kept in inductor's cache folder (``camkit-cream/`` in ``TORCHINDUCTOR_CACHE_DIR``, by default a
+folder of the system's temporary directory) under a name that hashes everything the library
+depends on: torch's version and build, the CPU's vector instruction set (the code is compiled
+for this host), camkit's version and the source of the modules the kernel is written in, and
+the kernel's options, chunk shape and dtype. A package is written under a temporary name and
+renamed into place, so a reader never sees half of one; one that fails to load is compiled
+again. ``CAMKIT_DISABLE_KERNEL_CACHE=1`` turns the disk cache off.
 """
 
 from __future__ import annotations

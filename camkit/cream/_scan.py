@@ -3,13 +3,12 @@
 Compiled over a whole batch, every pass of the EM (E-step product, pixel norms, M-step product,
 next E-step) streams the batch's features from memory: ``2T`` passes at memory bandwidth. Run
 over chunks of ``K`` images whose features fit in the cores' caches, only the first pass of a
-chunk comes from memory; the chunk's other passes hit the cache (about 2.5x faster here, see
-``docs/benchmarks.md``). The chunk loop must live inside the compiled graph (a Python loop
-pays the compiled call's overhead per chunk and loses the gain), so it is a ``scan`` over
-``(n, K, ...)`` views of the inputs, with ``n`` symbolic (a new batch size does not recompile)
-and ``K`` static (the kernels keep their fixed shapes). The features are read through an index
-into one ``(n, K, C, N)`` view rather than scanned as a sequence: a scanned sequence is copied
-first, which is a pass over the features of its own.
+chunk comes from memory; the chunk's other passes hit the cache. The chunk loop must live
+inside the compiled graph (a Python loop pays the compiled call's overhead per chunk and loses
+the gain), so it is a ``scan`` over ``(n, K, ...)`` views of the inputs, with ``n`` symbolic (a
+new batch size does not recompile) and ``K`` static (the kernels keep their fixed shapes). The
+features are read through an index into one ``(n, K, C, N)`` view rather than scanned as a
+sequence: a scanned sequence is copied first, which is a pass over the features of its own.
 
 With inductor, the chunked kernel is compiled ahead of time (``camkit.cream._ahead``); with
 another backend it goes through ``torch.compile``.
