@@ -17,6 +17,7 @@ again. ``CAMKIT_DISABLE_KERNEL_CACHE=1`` turns the disk cache off.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -115,7 +116,8 @@ def compile_ahead_of_time(kernel: Callable[..., tuple[Tensor, ...]],
         try:
             return _load(path)
         except Exception:  # a damaged or foreign package: compile it again
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (replaced below if the folder is writable)
+                path.unlink(missing_ok=True)
     chunks = torch.export.Dim("chunks", min=_MIN_CHUNKS)
     dynamic = tuple({0: chunks} if arg is not None and arg.dim() > 0 else None for arg in args)
     with warnings.catch_warnings():
