@@ -235,8 +235,9 @@ def run_cream(
     """Run ``cream_kernel`` eagerly or through a cached ``torch.compile`` of it.
 
     Compiled on CPU, batches of at least two cache-sized chunks run chunk by chunk in one
-    compiled ``scan`` (``camkit.cream._scan``), the images past the last whole chunk through
-    the whole-batch graph.
+    compiled ``scan`` (``camkit.cream._scan``; ahead of time with inductor,
+    ``camkit.cream._ahead``), the images past the last whole chunk through the whole-batch
+    graph.
     """
     static = (iterations, final_m_step or refresh, normalized_means, refresh, add_cam)
     kernel = _make_static(*static)
@@ -279,16 +280,11 @@ def _run_scan(key: tuple[object, ...], kernel: Callable[..., _Outputs],
                     runner = _COMPILED[ahead] = compile_ahead_of_time(kernel, args, ahead)
                 return tuple(runner(*args))
             except Exception as error:
-                _FAILED.add(ahead)
-                _COMPILED.pop(ahead, None)
-                _LOG.debug("camkit.cream_map: ahead-of-time compile unavailable (%s)",
-                           _describe(error))
+                _give_up(ahead, "ahead-of-time compile", error)
     if key in _FAILED:
         return None
     try:
-        for tensor in args:  # the chunk count is symbolic; chunks keep a fixed shape
-            if tensor is not None and tensor.dim() > 0:
-                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        _mark_first_dim_dynamic(args)  # the chunk count; chunks keep a fixed shape
         compiled = _COMPILED.get(key)
         if compiled is not None:
             return compiled(*args)
@@ -300,10 +296,23 @@ def _run_scan(key: tuple[object, ...], kernel: Callable[..., _Outputs],
         with torch._dynamo.config.patch(capture_scalar_outputs=True):
             return compiled(*args)
     except Exception as error:
-        _FAILED.add(key)
-        _COMPILED.pop(key, None)
-        _LOG.debug("camkit.cream_map: chunked compile unavailable (%s)", _describe(error))
+        _give_up(key, "chunked compile", error)
         return None
+
+
+def _give_up(key: tuple[object, ...], what: str, error: Exception) -> None:
+    """Never try ``key`` again in this process; say why at DEBUG level (a fallback follows)."""
+    _FAILED.add(key)
+    _COMPILED.pop(key, None)
+    _LOG.debug("camkit.cream_map: %s unavailable (%s)", what, _describe(error))
+
+
+def _mark_first_dim_dynamic(args: tuple[Tensor | None, ...]) -> None:
+    """Let the first dimension of every non-scalar tensor be symbolic: a new batch size (or
+    chunk count) must not recompile."""
+    for tensor in args:
+        if tensor is not None and tensor.dim() > 0:
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
 
 
 def _run_compiled(key: tuple[object, ...], kernel: Callable[..., _Outputs],
@@ -320,11 +329,8 @@ def _run_compiled(key: tuple[object, ...], kernel: Callable[..., _Outputs],
             return kernel(*args)
         compiled = torch.compile(kernel, backend=_BACKEND, dynamic=False, fullgraph=True)
         _COMPILED[key] = compiled
-    # A new batch size must not recompile: let the batch dimension be symbolic.
     try:
-        for tensor in args:
-            if tensor is not None and tensor.dim() > 0:
-                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        _mark_first_dim_dynamic(args)
         return compiled(*args)
     except Exception as error:  # compilation failed: remember and fall back, once warned
         _FAILED.add(key)
