@@ -138,6 +138,8 @@ def _live_region(rects: Iterable[Sequence[int]], origin: tuple[int, int],
         return _live_region_bulk(rects, origin, size, gt_boxes)
     if isinstance(rects, np.ndarray):
         rects = rects.tolist()
+    # Few rectangles (or the first that reaches): plain Python beats setting up arrays; the
+    # test is ``_reach_mask``'s.
     region: tuple[int, int, int, int] | None = None
     for x, y, w, h in rects:
         left, top = x + x_origin, y + y_origin
@@ -156,11 +158,13 @@ def _live_region(rects: Iterable[Sequence[int]], origin: tuple[int, int],
     return region
 
 
-def _live_region_bulk(rects: np.ndarray, origin: tuple[int, int], size: tuple[int, int],
-                      gt_boxes: list[tuple[int, int, int, int, float]],
-                      ) -> tuple[int, int, int, int] | None:
-    """``_live_region`` of many rectangles at once (same result)."""
-    left, top = rects[:, 0] + origin[0], rects[:, 1] + origin[1]
+def _reach_mask(rects: np.ndarray, size: tuple[int, ...],
+                gt_boxes: list[tuple[int, int, int, int, float]]) -> np.ndarray:
+    """``(N,)`` bool: which of the ``(N, 4)`` image-coordinate ``(x, y, w, h)`` rectangles have
+    a protocol box (``x + w``, ``y + h`` clamped to the image of ``size = (height, width)``)
+    whose overlap with one of ``gt_boxes`` reaches the overlap it carries
+    (``_needed_overlaps``)."""
+    left, top = rects[:, 0], rects[:, 1]
     right = np.minimum(left + rects[:, 2], size[1] - 1)
     bottom = np.minimum(top + rects[:, 3], size[0] - 1)
     reach = np.zeros(len(rects), dtype=bool)
@@ -168,10 +172,20 @@ def _live_region_bulk(rects: np.ndarray, origin: tuple[int, int], size: tuple[in
         overlap_w = np.minimum(right, gx1) - np.maximum(left, gx0) + 1
         overlap_h = np.minimum(bottom, gy1) - np.maximum(top, gy0) + 1
         reach |= (overlap_w > 0) & (overlap_h > 0) & (overlap_w * overlap_h >= needed)
+    return reach
+
+
+def _live_region_bulk(rects: np.ndarray, origin: tuple[int, int], size: tuple[int, int],
+                      gt_boxes: list[tuple[int, int, int, int, float]],
+                      ) -> tuple[int, int, int, int] | None:
+    """``_live_region`` of many rectangles at once (same result)."""
+    rects = rects + np.array([origin[0], origin[1], 0, 0])
+    reach = _reach_mask(rects, size, gt_boxes)
     if not reach.any():
         return None
-    return (int(left[reach].min()), int(top[reach].min()),
-            int((left + rects[:, 2] - 1)[reach].max()), int((top + rects[:, 3] - 1)[reach].max()))
+    live = rects[reach]
+    return (int(live[:, 0].min()), int(live[:, 1].min()),
+            int((live[:, 0] + live[:, 2] - 1).max()), int((live[:, 1] + live[:, 3] - 1).max()))
 
 
 def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
@@ -312,20 +326,13 @@ def _unreachable(q: np.ndarray, values: np.ndarray, gt_boxes: np.ndarray,
 
     Every box of a set, outer or hole, lies within its pixel crop extended by one pixel to the
     right and bottom (the ``x + w`` of ``boundingRect``; a hole's box ends at most there),
-    clamped to the image: call it ``R``. For a box ``b`` within ``R`` and a GT box ``g``,
-    ``IoU(b, g) = |b & g| / |b | g| <= |R & g| / |g|`` (inclusive areas, as the protocol's).
+    clamped to the image: call it ``R``, the protocol box of the crop seen as one rectangle.
+    For a box ``b`` within ``R`` and a GT box ``g``, ``IoU(b, g) = |b & g| / |b | g| <=
+    |R & g| / |g|`` (inclusive areas, as the protocol's).
     """
-    height, width = q.shape
     top, bottom, left, right = _crop_bounds(q, values)
-    right = np.minimum(right + 1, width - 1)[:, None]
-    bottom = np.minimum(bottom + 1, height - 1)[:, None]
-    gx0, gy0, gx1, gy1 = (gt_boxes[None, :, k] for k in range(4))
-    inter_w = np.maximum(0, np.minimum(right, gx1) - np.maximum(left[:, None], gx0) + 1)
-    inter_h = np.maximum(0, np.minimum(bottom, gy1) - np.maximum(top[:, None], gy0) + 1)
-    gt_area = (gx1 - gx0 + 1) * (gy1 - gy0 + 1)
-    # A relative margin far above float64 rounding: a bound just under ``iou`` whose boxes'
-    # rounded IoU could still reach it is searched.
-    return np.all(inter_w * inter_h < iou * gt_area * (1.0 - 1e-9), axis=1)
+    crops = np.stack([left, top, right - left + 1, bottom - top + 1], axis=1)
+    return ~_reach_mask(crops, q.shape, _needed_overlaps(gt_boxes, iou))
 
 
 def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
