@@ -188,6 +188,13 @@ def test_inductor_chunked_path_matches_eager(fresh_compile_state, monkeypatch):
         got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
         expected = cream_map(features, fg, bg, cam=cam, return_details=True)
         _assert_details_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Strided inputs (every other image, a transposed CAM) reach the same library.
+    features, fg, bg, cam = _inputs(12, seed=3)
+    features, fg, bg = features[::2], fg[::2], bg[::2]
+    cam = cam[::2].transpose(1, 2).contiguous().transpose(1, 2)
+    got = cream_map(features, fg, bg, cam=cam, compile=True, return_details=True)
+    _assert_details_close(got, cream_map(features, fg, bg, cam=cam, return_details=True),
+                          rtol=1e-5, atol=1e-5)
     assert any(key[0] == "ahead" for key in _compile._COMPILED)  # compiled ahead of time
     assert not _compile._FAILED
 

@@ -30,7 +30,7 @@ from camkit.cam import normalize_map
 from camkit.cream._ahead import compile_ahead_of_time
 from camkit.cream._scan import chunked_kernel, scan_chunk, split_batch
 
-__all__ = ["calibrate_responsibilities", "cream_kernel", "em_kernel", "run_cream"]
+__all__ = ["calibrate_responsibilities", "constant", "cream_kernel", "em_kernel", "run_cream"]
 
 #: Backend given to ``torch.compile``; tests swap in a counting backend.
 _BACKEND: str | Callable[..., object] = "inductor"
@@ -42,6 +42,15 @@ _COMPILED: dict[tuple[object, ...], Callable[..., _Outputs]] = {}
 _FAILED: set[tuple[object, ...]] = set()
 _WARNED = False
 _LOG = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def constant(value: float, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> Tensor:
+    """A tensor filled with ``value``, made once per arguments: the kernels' scalar inputs
+    (``scale``, ``delta``, the initial mixing ratio) cost a tensor construction per call
+    otherwise. Read only: the kernels never write their inputs."""
+    return torch.full(shape, value, dtype=dtype, device=device)
 
 
 def _inverse_norm(vectors: Tensor, dim: int) -> Tensor:
@@ -245,7 +254,7 @@ def run_cream(
         return kernel(pixels, mu_fg, mu_bg, scale, log_ratio, cam, delta)
     key = (pixels.device.type, pixels.dtype, cam is not None, *static)
     # A tensor threshold: a new ``delta`` must not recompile.
-    delta_t = torch.tensor(delta, dtype=pixels.dtype, device=pixels.device)
+    delta_t = constant(float(delta), (), pixels.dtype, pixels.device)
     chunk = scan_chunk(pixels)
     if chunk and ("scan", chunk, *key) not in _FAILED:
         batch = pixels.shape[0]
@@ -274,11 +283,13 @@ def _run_scan(key: tuple[object, ...], kernel: Callable[..., _Outputs],
         shapes = tuple(tuple(arg.shape[1:]) for arg in args if arg is not None)
         ahead = ("ahead", *key, shapes)
         if ahead not in _FAILED:
+            # The library was compiled for contiguous inputs (no-ops when they are).
+            dense = tuple(None if arg is None else arg.contiguous() for arg in args)
             try:
                 runner = _COMPILED.get(ahead)
                 if runner is None:
-                    runner = _COMPILED[ahead] = compile_ahead_of_time(kernel, args, ahead)
-                return tuple(runner(*args))
+                    runner = _COMPILED[ahead] = compile_ahead_of_time(kernel, dense, ahead)
+                return tuple(runner(*dense))
             except Exception as error:
                 _give_up(ahead, "ahead-of-time compile", error)
     if key in _FAILED:

@@ -85,8 +85,11 @@ def chunked_kernel(kernel: Callable[..., tuple[Tensor, ...]]) -> Callable[..., t
 
 
 def split_batch(tensor: Tensor | None, head: int, chunk: int) -> tuple[Tensor | None, ...]:
-    """``(tensor[:head]`` viewed as ``(head // chunk, chunk, ...)``, ``tensor[head:])``."""
+    """``(tensor[:head]`` viewed as ``(head // chunk, chunk, ...)``, ``tensor[head:])``; the
+    second is None when ``head`` is the whole batch (no slicing then)."""
     if tensor is None:
         return None, None
+    if head == tensor.shape[0]:
+        return tensor.view(head // chunk, chunk, *tensor.shape[1:]), None
     return tensor[:head].reshape(head // chunk, chunk, *tensor.shape[1:]), tensor[head:]
 

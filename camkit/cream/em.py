@@ -25,7 +25,7 @@ from camkit._validation import (
     check_tensor,
     compute_dtype,
 )
-from camkit.cream._compile import calibrate_responsibilities, run_cream
+from camkit.cream._compile import calibrate_responsibilities, constant, run_cream
 
 __all__ = ["CreamDetails", "EMReActivation", "cream_map"]
 
@@ -193,10 +193,8 @@ def cream_map(
     pixels = features.reshape(batch, channels, num_pixels).to(dtype)
     mu_fg = fg.to(dtype).expand(batch, channels).contiguous()
     mu_bg = bg.to(dtype).expand(batch, channels).contiguous()
-    scale_t = torch.tensor(scale, dtype=dtype, device=features.device)
-    log_ratio = torch.full(
-        (batch,), _logit(mixing_init), dtype=dtype, device=features.device
-    )
+    scale_t = constant(scale, (), dtype, features.device)
+    log_ratio = constant(_logit(mixing_init), (batch,), dtype, features.device)
     out, z_fg, z_bg, centroids, mixing = run_cream(
         pixels,
         mu_fg,
