@@ -236,17 +236,17 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         tree_boxes = np.zeros((0, 4), dtype=np.int64)
         search = np.arange(kept.size)
     search = np.sort(search)  # lowest value first: the sets shrink along the search
-    pruned = np.zeros(kept.size, dtype=bool)
-    if prune is not None and search.size:
-        unreachable = _unreachable(q, kept[search], *prune)
-        pruned[search[unreachable]] = True
-        search = search[~unreachable]
     # Each searched set is searched on its bounding crop: (y0, y1, x0, x1), ends exclusive.
     top, bottom, left, right = _crop_bounds(q, kept[search])
     bounds = np.stack([top, bottom + 1, left, right + 1], axis=1)
+    pruned = np.zeros(kept.size, dtype=bool)
+    needed = _needed_overlaps(*prune) if prune is not None else []
+    if needed and search.size:
+        unreachable = _unreachable(bounds, q.shape, needed)
+        pruned[search[unreachable]] = True
+        search, bounds = search[~unreachable], bounds[~unreachable]
     blocks: list[np.ndarray] = []
     counts: list[int] = []
-    needed = _needed_overlaps(*prune) if prune is not None else []
     live: tuple[int, int, int, int] | None = None  # where boxes that count may still be
     for index, value in enumerate(kept[search].tolist()):
         y0, y1, x0, x1 = bounds[index].tolist()
@@ -319,10 +319,11 @@ def _needed_overlaps(gt_boxes: np.ndarray, iou: float) -> list[tuple[int, int, i
             for x0, y0, x1, y1 in gt_boxes.tolist()]
 
 
-def _unreachable(q: np.ndarray, values: np.ndarray, gt_boxes: np.ndarray,
-                 iou: float) -> np.ndarray:
-    """``(S,)`` bool: the sets ``{q >= v}`` (``v`` in ``values``) none of whose boxes can reach
-    IoU ``iou`` with any of ``gt_boxes``.
+def _unreachable(bounds: np.ndarray, size: tuple[int, ...],
+                 gt_boxes: list[tuple[int, int, int, int, float]]) -> np.ndarray:
+    """``(S,)`` bool: the sets with crops ``bounds`` (``(S, 4)`` ``y0, y1, x0, x1``, ends
+    exclusive, in an image of ``size``) none of whose boxes can reach the overlap each of
+    ``gt_boxes`` carries (``_needed_overlaps``).
 
     Every box of a set, outer or hole, lies within its pixel crop extended by one pixel to the
     right and bottom (the ``x + w`` of ``boundingRect``; a hole's box ends at most there),
@@ -330,9 +331,9 @@ def _unreachable(q: np.ndarray, values: np.ndarray, gt_boxes: np.ndarray,
     For a box ``b`` within ``R`` and a GT box ``g``, ``IoU(b, g) = |b & g| / |b | g| <=
     |R & g| / |g|`` (inclusive areas, as the protocol's).
     """
-    top, bottom, left, right = _crop_bounds(q, values)
-    crops = np.stack([left, top, right - left + 1, bottom - top + 1], axis=1)
-    return ~_reach_mask(crops, q.shape, _needed_overlaps(gt_boxes, iou))
+    y0, y1, x0, x1 = bounds.T
+    crops = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+    return ~_reach_mask(crops, size, gt_boxes)
 
 
 def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
