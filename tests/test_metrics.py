@@ -135,13 +135,13 @@ def test_pruned_search_covers_only_the_live_region(monkeypatch):
     scoremap[20:24, 10:28] = 0.3  # a low bar below it
     gt = np.array([[0, 0, 15, 15]])
     searched = []
-    search = _levels._search_contours
+    search = _levels._find_contours
 
     def recording(q, value, bounds, multi_contour):
         searched.append(list(bounds))
         return search(q, value, bounds, multi_contour)
 
-    monkeypatch.setattr(_levels, "_search_contours", recording)
+    monkeypatch.setattr(_levels, "_find_contours", recording)
     grid = threshold_grid(0.01)
     for multi in (True, False):
         searched.clear()

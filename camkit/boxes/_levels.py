@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -94,17 +95,18 @@ def _bounding_rects(contours: Sequence[np.ndarray]) -> np.ndarray:
         return np.array([cv2.boundingRect(contour) for contour in contours],
                         dtype=np.int64).reshape(-1, 4)
     points = np.concatenate(contours).reshape(-1, 2)
-    sizes = np.fromiter((len(contour) for contour in contours), np.int64, len(contours))
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    starts = np.zeros(len(contours), dtype=np.intp)
+    np.cumsum(np.array(list(map(len, contours[:-1]))), out=starts[1:])
     low = np.minimum.reduceat(points, starts, axis=0)
     high = np.maximum.reduceat(points, starts, axis=0)
     return np.column_stack([low, high - low + 1]).astype(np.int64)
 
 
-def _search_contours(q: np.ndarray, value: int, bounds: list[int],
-                     multi_contour: bool) -> tuple[np.ndarray, Sequence]:
-    """``(x, y, w, h)`` of the contours of ``{q >= value}`` (of the largest one in single mode),
-    searched on the set's bounding crop, in crop coordinates; and all its contours."""
+def _find_contours(q: np.ndarray, value: int, bounds: list[int],
+                   multi_contour: bool) -> tuple[Sequence[np.ndarray], np.ndarray | None]:
+    """Contours of ``{q >= value}`` searched on the crop ``bounds = [y0, y1, x0, x1]`` (ends
+    exclusive), in crop coordinates, and ``cv2.findContours``' hierarchy (None when there is
+    no contour): every contour, or the outer ones only in single mode."""
     import cv2
 
     y0, y1, x0, x1 = bounds
@@ -113,10 +115,16 @@ def _search_contours(q: np.ndarray, value: int, bounds: list[int],
     # inside its parent's), and the outer ones come in the same order in both modes, so the
     # first of the largest is the same: the single box needs no hole contours.
     mode = cv2.RETR_TREE if multi_contour else cv2.RETR_EXTERNAL
-    contours = cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)[0]
-    if not multi_contour and len(contours) > 1:
-        return _bounding_rects([max(contours, key=cv2.contourArea)]), contours
-    return _bounding_rects(contours), contours
+    return cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)
+
+
+def _largest_rect(contours: Sequence[np.ndarray]) -> np.ndarray:
+    """``(1, 4)`` ``(x, y, w, h)`` of the contour of largest ``cv2.contourArea`` (the first
+    of them on ties, as ``max``)."""
+    import cv2
+
+    largest = contours[0] if len(contours) == 1 else max(contours, key=cv2.contourArea)
+    return np.array([cv2.boundingRect(largest)], dtype=np.int64)
 
 
 def _live_region(rects: Iterable[Sequence[int]], origin: tuple[int, int],
@@ -245,7 +253,8 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         unreachable = _unreachable(bounds, q.shape, needed)
         pruned[search[unreachable]] = True
         search, bounds = search[~unreachable], bounds[~unreachable]
-    blocks: list[np.ndarray] = []
+    found: list[Sequence[np.ndarray]] = []  # every contour of each searched set (multi)
+    largest: list[np.ndarray] = []  # the largest contour's rectangle of each one (single)
     counts: list[int] = []
     live: tuple[int, int, int, int] | None = None  # where boxes that count may still be
     for index, value in enumerate(kept[search].tolist()):
@@ -258,18 +267,27 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
             y0, y1 = max(y0, live[1]), min(y1, live[3] + 1)
             x0, x1 = max(x0, live[0]), min(x1, live[2] + 1)
             bounds[index] = (y0, y1, x0, x1)
-        block = np.zeros((0, 4), dtype=np.int64)
+        contours: Sequence[np.ndarray] = ()
         if y0 < y1 and x0 < x1:
-            block, contours = _search_contours(q, value, [y0, y1, x0, x1], multi_contour)
+            contours, hierarchy = _find_contours(q, value, [y0, y1, x0, x1], multi_contour)
         live = None
-        if len(block):  # (none only when the live region holds no pixel of the set)
-            blocks.append(block)
-            counts.append(len(block))
+        if contours:  # (none only when the live region holds no pixel of the set)
+            counts.append(len(contours) if multi_contour else 1)
+            if multi_contour:
+                found.append(contours)
+            else:
+                largest.append(_largest_rect(contours))
             if not needed:
                 continue
-            # Every contour's rectangle: the ones found (multi-contour), else computed one by
-            # one until one may reach (the region then only says whether to go on).
-            every = block if multi_contour else map(cv2.boundingRect, contours)
+            if multi_contour:
+                # Holes and islands lie inside their top-level outer contour's box: the
+                # outer contours alone give the live region. (Every rectangle is computed
+                # once, after the loop.)
+                parents = hierarchy[0, :, 3].tolist()
+                every = [cv2.boundingRect(contour)
+                         for contour, parent in zip(contours, parents, strict=True) if parent < 0]
+            else:  # computed one by one until one may reach (then the region says go on)
+                every = map(cv2.boundingRect, contours)
             live = _live_region(every, (x0, y0), (height, width), needed,
                                 first=not multi_contour)
         if live is None:  # the sets shrink along the search: none above can count either
@@ -278,8 +296,9 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
             search, bounds = search[:done], bounds[:done]
             break
 
-    if blocks:
-        xywh = np.concatenate(blocks)
+    if counts:
+        xywh = _bounding_rects(list(chain.from_iterable(found))) if multi_contour else \
+            np.concatenate(largest)
         origin = np.repeat(bounds[:, [2, 0]].astype(np.int64), counts, axis=0)
         x_min, y_min = xywh[:, 0] + origin[:, 0], xywh[:, 1] + origin[:, 1]
         searched = np.column_stack([
