@@ -97,34 +97,32 @@ def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     return np.take(labels.ravel(), parent) - 1, count - 1
 
 
-def _leaf_tables(entry: np.ndarray, basin: np.ndarray, count: int, width: int,
-                 times: int) -> np.ndarray:
-    """``(4, count, times)`` int32 ``x0, y0, -x1, -y1`` of each basin's pixels with
-    ``entry <= t`` (``_EMPTY`` where there are none): all four are minima."""
-    keys = basin.astype(np.int64) * (times + 1) + entry  # entry == times: never present
-    size = count * (times + 1)
-    if size <= 0xFFFF:  # one radix sort on 16-bit keys
-        order = np.argsort(keys.astype(np.uint16), kind="stable")
-    else:  # two: by time, then (stably) by basin
-        by_time = np.argsort(entry.astype(np.uint8), kind="stable")
-        by_basin = basin.take(by_time)
-        order = by_time[np.argsort(by_basin.astype(np.uint16) if count <= 0xFFFF else by_basin,
-                                   kind="stable")]
-    keys = keys[order]
-    change = np.flatnonzero(keys[1:] != keys[:-1])
-    starts = np.concatenate(([0], change + 1))
-    ends = np.append(change, keys.size - 1)
-    y, x = np.divmod(order.astype(np.int32), np.int32(width))
-    table = np.full((4, size), _EMPTY, dtype=np.int32)
-    slots = keys[starts]
-    # Stable sorts keep each group in raster order: its first and last pixels hold the
-    # smallest and largest row; only the columns need a reduction.
-    table[0, slots] = np.minimum.reduceat(x, starts)
-    table[1, slots] = y[starts]
-    table[2, slots] = -np.maximum.reduceat(x, starts)
-    table[3, slots] = -y[ends]
-    table = table.reshape(4, count, times + 1)[:, :, :times]
-    return np.minimum.accumulate(table, axis=2)
+def _leaf_tables(entry: np.ndarray, basin: np.ndarray, count: int, times: int) -> np.ndarray:
+    """``(4, times, count)`` int32 ``x0, y0, -x1, -y1`` of each basin's pixels with
+    ``entry <= t`` (``_EMPTY`` where there are none): all four are minima.
+
+    A row of the map meets a basin's pixels with ``entry <= t`` exactly when one of the row's
+    runs of that basin holds an entry ``<= t``: the row extents come from the runs of equal
+    basin along the rows, the column extents from those along the columns, far fewer than
+    the pixels.
+    """
+    height, width = entry.shape
+    table = np.full((4, (times + 1) * count), _EMPTY, dtype=np.int32)
+    grid = basin.reshape(height, width)
+    for labels, entries, line, low, high in (
+            (basin, entry.ravel(), width, 1, 3),  # rows: y0, -y1
+            (grid.T.ravel(), entry.T.ravel(), height, 0, 2)):  # columns: x0, -x1
+        starts_run = np.empty(labels.size, dtype=bool)
+        np.not_equal(labels[1:], labels[:-1], out=starts_run[1:])
+        starts_run[::line] = True
+        starts = np.flatnonzero(starts_run)
+        # Slot (first time the run is present, basin); entry == times: never present.
+        slots = np.minimum.reduceat(entries, starts).astype(np.intp) * count + labels.take(starts)
+        position = (starts // line).astype(np.int32)
+        np.minimum.at(table[low], slots, position)
+        np.minimum.at(table[high], slots, -position)
+    table = table.reshape(4, times + 1, count)[:, :times]
+    return np.minimum.accumulate(table, axis=1)
 
 
 def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
@@ -239,14 +237,12 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     pixel blocks wholly in each component; or None when the map has so many basins that the
     tables would pass ``_TABLE_ENTRIES_MAX`` (noisy maps: a search per level is cheaper).
     """
-    width = entry.shape[1]
     basin, count = _basins(values, connectivity)
     if (count + 1) * times > _TABLE_ENTRIES_MAX:
         return None
-    flat_entry = entry.ravel()
-    tables = _leaf_tables(flat_entry, basin, count, width, times)
+    tables = _leaf_tables(entry, basin, count, times)
     present = tables[0] != _EMPTY
-    birth = np.where(present.any(axis=1), present.argmax(axis=1), times)
+    birth = np.where(present.any(axis=0), present.argmax(axis=0), times)
     join_a, join_b, join_time = _joins(entry, basin, count, times, connectivity)
     if frame:  # one more leaf, the outside, joined by the basins that reach the image edge
         edge_basin, edge_time = _frame_joins(entry, basin, count, times)
@@ -257,7 +253,7 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
         join_time = np.concatenate([join_time, edge_time])
         order = np.argsort(join_time, kind="stable")
         join_a, join_b, join_time = join_a[order], join_b[order], join_time[order]
-        tables = np.concatenate([tables, np.full((4, 1, times), _EMPTY, np.int32)], axis=1)
+        tables = np.concatenate([tables, np.full((4, times, 1), _EMPTY, np.int32)], axis=2)
     births, deaths, first, size, leaf_order = _dendrogram(birth, join_a, join_b, join_time, times)
     alive = births < deaths
     lifetimes = deaths[alive] - births[alive]
@@ -269,7 +265,7 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     node, t, starts = node[order], t[order], starts[order]
     # Leaves laid out time-major in dendrogram order: the leaves of each component alive at t
     # are one run, followed only by leaves absent at t (empty entries), so one reduceat each.
-    by_time = tables[:, leaf_order].transpose(0, 2, 1).reshape(4, -1)
+    by_time = tables[:, :, leaf_order].reshape(4, -1)
     reduced = np.minimum.reduceat(by_time, starts, axis=1) if starts.size else \
         np.zeros((4, 0), np.int32)
     if frame:  # drop the outside: every node whose leaves include it
