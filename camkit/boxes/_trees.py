@@ -50,6 +50,9 @@ _PAIRS_4 = ((0, 1), (1, 0))
 #: Largest (basins + 1) x levels for which a tree is built: its tables hold 8 int32 per entry
 #: (about 64 MiB here); maps with more basins (noise) are searched level by level instead.
 _TABLE_ENTRIES_MAX = 1 << 21
+#: Largest basin count squared for which the first time of each basin pair is kept in a table
+#: indexed by the pair (else the pairs are sorted).
+_DENSE_JOINS_UP_TO = 1 << 16
 #: With every contour, levels with holes are searched one by one up to this many; past it the
 #: hole tree (about the cost of the outer one) is cheaper.
 _SEARCH_HOLE_LEVELS_UP_TO = 48
@@ -75,7 +78,9 @@ def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
         row_step[1:][row_best[:-1] == best[1:]] = -width
         row_step[row_best == best] = 0
         target = flat + row_step
-        parent = target + np.take(column_step, target)
+        # (An extremum is its own row best and its row's is the best: it points to itself.)
+        parent = (target + np.take(column_step, target)).ravel()
+        extremum = values == best
     else:  # the 4-neighbourhood: best of the row triple or of the column triple
         row_best = cv2.erode(values, _ROW_KERNEL)
         best = np.minimum(row_best, cv2.erode(values, _COLUMN_KERNEL))
@@ -84,14 +89,14 @@ def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
         sideways = np.ones((height, width), np.intp)
         sideways[:, 1:][values[:, :-1] == best[:, 1:]] = -1
         np.copyto(step, sideways, where=row_best == best)
-        parent = flat + step
-    extremum = values == best
-    parent = np.where(extremum, flat, parent).ravel()
-    while True:  # pointer jumping: every pixel ends on its extremum
+        extremum = values == best
+        step[extremum] = 0
+        parent = (flat + step).ravel()
+    while True:  # pointer jumping, two jumps per test: every pixel ends on its extremum
         grand = np.take(parent, parent)
+        parent = np.take(grand, grand)
         if np.array_equal(grand, parent):
             break
-        parent = grand
     count, labels = cv2.connectedComponents(extremum.view(np.uint8), connectivity=connectivity,
                                             ltype=cv2.CV_32S)
     return np.take(labels.ravel(), parent) - 1, count - 1
@@ -132,6 +137,9 @@ def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
     height, width = entry.shape
     size = height * width
     flat_entry = entry.ravel()
+    dense = count * count <= _DENSE_JOINS_UP_TO
+    if dense:  # first time of each pair, in a table indexed by the pair
+        first_time = np.full(count * count, times, dtype=np.int64)
     found = []
     for dy, dx in _PAIRS_8 if connectivity == 8 else _PAIRS_4:
         offset = dy * width + dx  # pixel p pairs with p + offset; drop pairs that wrap a row
@@ -144,10 +152,20 @@ def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
             different[0::width] = False
         here = np.flatnonzero(different)
         there = here + offset
-        t = np.maximum(flat_entry.take(here), flat_entry.take(there))
-        keep = t < times
-        a, b = basin.take(here[keep]).astype(np.int64), basin.take(there[keep]).astype(np.int64)
-        found.append((np.minimum(a, b) * count + np.maximum(a, b)) * 256 + t[keep])
+        t = np.maximum(flat_entry.take(here), flat_entry.take(there)).astype(np.int64)
+        a, b = basin.take(here).astype(np.int64), basin.take(there).astype(np.int64)
+        pair = np.minimum(a, b) * count + np.maximum(a, b)
+        if dense:
+            np.minimum.at(first_time, pair, t)
+        else:
+            keep = t < times
+            found.append(pair[keep] * 256 + t[keep])
+    if dense:
+        pair = np.flatnonzero(first_time < times)
+        t = first_time[pair]
+        order = np.argsort(t, kind="stable")
+        pair, t = pair[order], t[order]
+        return pair // count, pair % count, t
     keys = np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
     pair = keys >> 8
     first = np.concatenate(([True], pair[1:] != pair[:-1])) if keys.size else keys.astype(bool)
