@@ -102,31 +102,43 @@ def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     return np.take(labels.ravel(), parent) - 1, count - 1
 
 
-def _leaf_tables(entry: np.ndarray, basin: np.ndarray, count: int, times: int) -> np.ndarray:
-    """``(4, times, count)`` int32 ``x0, y0, -x1, -y1`` of each basin's pixels with
-    ``entry <= t`` (``_EMPTY`` where there are none): all four are minima.
+_Runs = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
-    A row of the map meets a basin's pixels with ``entry <= t`` exactly when one of the row's
-    runs of that basin holds an entry ``<= t``: the row extents come from the runs of equal
-    basin along the rows, the column extents from those along the columns, far fewer than
-    the pixels.
-    """
+
+def _basin_runs(entry: np.ndarray, basin: np.ndarray) -> _Runs:
+    """The runs of equal basin along the rows, then along the columns: for each run, the
+    first time one of its pixels is present (``times``: never), its basin, and its row (for
+    row runs) or column (for column runs)."""
     height, width = entry.shape
-    table = np.full((4, (times + 1) * count), _EMPTY, dtype=np.int32)
     grid = basin.reshape(height, width)
-    for labels, entries, line, low, high in (
-            (basin, entry.ravel(), width, 1, 3),  # rows: y0, -y1
-            (grid.T.ravel(), entry.T.ravel(), height, 0, 2)):  # columns: x0, -x1
+    runs = []
+    for labels, entries, line in ((basin, entry.ravel(), width),
+                                  (grid.T.ravel(), entry.T.ravel(), height)):
         starts_run = np.empty(labels.size, dtype=bool)
         np.not_equal(labels[1:], labels[:-1], out=starts_run[1:])
         starts_run[::line] = True
         starts = np.flatnonzero(starts_run)
-        # Slot (first time the run is present, basin); entry == times: never present.
-        slots = np.minimum.reduceat(entries, starts).astype(np.intp) * count + labels.take(starts)
-        position = (starts // line).astype(np.int32)
+        runs.append((np.minimum.reduceat(entries, starts).astype(np.intp), labels.take(starts),
+                     (starts // line).astype(np.int32)))
+    return runs
+
+
+def _leaf_tables(runs: _Runs, leaf_position: np.ndarray, leaves: int, times: int) -> np.ndarray:
+    """``(4, times, leaves)`` int32 ``x0, y0, -x1, -y1`` of the pixels with ``entry <= t`` of
+    each leaf (basin ``b`` at ``leaf_position[b]``), ``_EMPTY`` where there are none: all four
+    are minima.
+
+    A row of the map meets a basin's pixels with ``entry <= t`` exactly when one of the row's
+    runs of that basin holds an entry ``<= t``: the row extents come from the runs of equal
+    basin along the rows, the column extents from those along the columns (``_basin_runs``),
+    far fewer than the pixels.
+    """
+    table = np.full((4, (times + 1) * leaves), _EMPTY, dtype=np.int32)
+    for (first_time, labels, position), low, high in zip(runs, (1, 0), (3, 2), strict=True):
+        slots = first_time * leaves + leaf_position.take(labels)
         np.minimum.at(table[low], slots, position)
         np.minimum.at(table[high], slots, -position)
-    table = table.reshape(4, times + 1, count)[:, :times]
+    table = table.reshape(4, times + 1, leaves)[:, :times]
     return np.minimum.accumulate(table, axis=1)
 
 
@@ -197,43 +209,37 @@ def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_
     size of its leaves in the returned leaf order, and the leaf order.
     """
     leaves = birth.size
-    union = list(range(leaves))
+    union = list(range(leaves))  # union-find over the leaves; a root heads its leaf list
     node_of_root = list(range(leaves))
-    head, tail = list(range(leaves)), list(range(leaves))
+    tail = list(range(leaves))
     following = [-1] * leaves
     births = birth.tolist()
     deaths = [times] * leaves
     first_leaf = list(range(leaves))
     size = [1] * leaves
-
-    def find(item: int) -> int:
-        root = item
-        while union[root] != root:
-            root = union[root]
-        while union[item] != root:
-            union[item], item = root, union[item]
-        return root
-
+    # (Plain lists and the finds written inline: this loop runs once per join.)
     for a, b, t in zip(join_a.tolist(), join_b.tolist(), join_time.tolist(), strict=True):
-        root_a, root_b = find(a), find(b)
-        if root_a == root_b:
+        while union[a] != a:  # find, halving the path
+            union[a] = a = union[union[a]]
+        while union[b] != b:
+            union[b] = b = union[union[b]]
+        if a == b:
             continue
-        node_a, node_b = node_of_root[root_a], node_of_root[root_b]
-        node = len(births)
+        node_a, node_b = node_of_root[a], node_of_root[b]
+        node_of_root[a] = len(births)
         births.append(t)
         deaths.append(times)
         deaths[node_a] = deaths[node_b] = t
-        first_leaf.append(head[root_a])
+        first_leaf.append(first_leaf[node_a])
         size.append(size[node_a] + size[node_b])
-        following[tail[root_a]] = head[root_b]  # b's leaves follow a's
-        union[root_b] = root_a
-        tail[root_a] = tail[root_b]
-        node_of_root[root_a] = node
+        following[tail[a]] = b  # b's leaves follow a's
+        union[b] = a
+        tail[a] = tail[b]
 
-    order = []
+    order: list[int] = []
     for root in range(leaves):
         if union[root] == root:
-            leaf = head[root]
+            leaf = root
             while leaf != -1:
                 order.append(leaf)
                 leaf = following[leaf]
@@ -258,9 +264,9 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     basin, count = _basins(values, connectivity)
     if (count + 1) * times > _TABLE_ENTRIES_MAX:
         return None
-    tables = _leaf_tables(entry, basin, count, times)
-    present = tables[0] != _EMPTY
-    birth = np.where(present.any(axis=0), present.argmax(axis=0), times)
+    runs = _basin_runs(entry, basin)
+    birth = np.full(count, times, dtype=np.intp)  # first time each basin is present
+    np.minimum.at(birth, runs[0][1], runs[0][0])
     join_a, join_b, join_time = _joins(entry, basin, count, times, connectivity)
     if frame:  # one more leaf, the outside, joined by the basins that reach the image edge
         edge_basin, edge_time = _frame_joins(entry, basin, count, times)
@@ -271,7 +277,6 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
         join_time = np.concatenate([join_time, edge_time])
         order = np.argsort(join_time, kind="stable")
         join_a, join_b, join_time = join_a[order], join_b[order], join_time[order]
-        tables = np.concatenate([tables, np.full((4, times, 1), _EMPTY, np.int32)], axis=2)
     births, deaths, first, size, leaf_order = _dendrogram(birth, join_a, join_b, join_time, times)
     alive = births < deaths
     lifetimes = deaths[alive] - births[alive]
@@ -283,7 +288,9 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     node, t, starts = node[order], t[order], starts[order]
     # Leaves laid out time-major in dendrogram order: the leaves of each component alive at t
     # are one run, followed only by leaves absent at t (empty entries), so one reduceat each.
-    by_time = tables[:, :, leaf_order].reshape(4, -1)
+    position = np.empty(leaves, dtype=np.intp)
+    position[leaf_order] = np.arange(leaves)
+    by_time = _leaf_tables(runs, position, leaves, times).reshape(4, -1)
     reduced = np.minimum.reduceat(by_time, starts, axis=1) if starts.size else \
         np.zeros((4, 0), np.int32)
     if frame:  # drop the outside: every node whose leaves include it
