@@ -286,10 +286,12 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
                 parents = hierarchy[0, :, 3].tolist()
                 every = [cv2.boundingRect(contour)
                          for contour, parent in zip(contours, parents, strict=True) if parent < 0]
-            else:  # computed one by one until one may reach (then the region says go on)
-                every = map(cv2.boundingRect, contours)
-            live = _live_region(every, (x0, y0), (height, width), needed,
-                                first=not multi_contour)
+                live = _live_region(every, (x0, y0), (height, width), needed, first=False)
+            else:  # only whether one may reach: the largest first (most often it does)
+                live = _live_region(largest[-1].tolist(), (x0, y0), (height, width), needed,
+                                    first=True) or \
+                    _live_region(map(cv2.boundingRect, contours), (x0, y0), (height, width),
+                                 needed, first=True)
         if live is None:  # the sets shrink along the search: none above can count either
             done = len(counts)
             pruned[search[done:]] = True
