@@ -142,12 +142,8 @@ def _live_region(rects: Iterable[Sequence[int]], origin: tuple[int, int],
     """
     x_origin, y_origin = origin
     height, width = size
-    if isinstance(rects, np.ndarray) and len(rects) > _VECTORIZE_ABOVE and not first:
-        return _live_region_bulk(rects, origin, size, gt_boxes)
-    if isinstance(rects, np.ndarray):
-        rects = rects.tolist()
-    # Few rectangles (or the first that reaches): plain Python beats setting up arrays; the
-    # test is ``_reach_mask``'s.
+    # Plain Python: the rectangles are few (top-level outer contours) or the first that
+    # reaches ends the loop, and setting up arrays costs more; the test is ``_reach_mask``'s.
     region: tuple[int, int, int, int] | None = None
     for x, y, w, h in rects:
         left, top = x + x_origin, y + y_origin
@@ -181,19 +177,6 @@ def _reach_mask(rects: np.ndarray, size: tuple[int, ...],
         overlap_h = np.minimum(bottom, gy1) - np.maximum(top, gy0) + 1
         reach |= (overlap_w > 0) & (overlap_h > 0) & (overlap_w * overlap_h >= needed)
     return reach
-
-
-def _live_region_bulk(rects: np.ndarray, origin: tuple[int, int], size: tuple[int, int],
-                      gt_boxes: list[tuple[int, int, int, int, float]],
-                      ) -> tuple[int, int, int, int] | None:
-    """``_live_region`` of many rectangles at once (same result)."""
-    rects = rects + np.array([origin[0], origin[1], 0, 0])
-    reach = _reach_mask(rects, size, gt_boxes)
-    if not reach.any():
-        return None
-    live = rects[reach]
-    return (int(live[:, 0].min()), int(live[:, 1].min()),
-            int((live[:, 0] + live[:, 2] - 1).max()), int((live[:, 1] + live[:, 3] - 1).max()))
 
 
 def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
