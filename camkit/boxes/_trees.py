@@ -201,12 +201,13 @@ def _frame_joins(entry: np.ndarray, basin: np.ndarray, count: int,
 
 
 def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_time: np.ndarray,
-                times: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                times: int) -> tuple[np.ndarray, ...]:
     """Kruskal over the basin joins.
 
     Returns, for every node (leaves first, then one per merge): birth and death time (the
     node is a component of the level set for ``birth <= t < death``), first position and
-    size of its leaves in the returned leaf order, and the leaf order.
+    size of its leaves in the returned leaf order; then the leaf order and each leaf's
+    position in it.
     """
     leaves = birth.size
     union = list(range(leaves))  # union-find over the leaves; a root heads its leaf list
@@ -243,12 +244,12 @@ def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_
             while leaf != -1:
                 order.append(leaf)
                 leaf = following[leaf]
-    leaf_order = np.asarray(order, dtype=np.int64)
-    position = np.empty(leaves, dtype=np.int64)
+    leaf_order = np.asarray(order, dtype=np.intp)
+    position = np.empty(leaves, dtype=np.intp)
     position[leaf_order] = np.arange(leaves)
     return (np.asarray(births, dtype=np.int64), np.asarray(deaths, dtype=np.int64),
-            position[np.asarray(first_leaf, dtype=np.int64)], np.asarray(size, dtype=np.int64),
-            leaf_order)
+            position[np.asarray(first_leaf, dtype=np.intp)], np.asarray(size, dtype=np.int64),
+            leaf_order, position)
 
 
 def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, times: int,
@@ -277,7 +278,8 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
         join_time = np.concatenate([join_time, edge_time])
         order = np.argsort(join_time, kind="stable")
         join_a, join_b, join_time = join_a[order], join_b[order], join_time[order]
-    births, deaths, first, size, leaf_order = _dendrogram(birth, join_a, join_b, join_time, times)
+    births, deaths, first, size, leaf_order, position = _dendrogram(birth, join_a, join_b,
+                                                                    join_time, times)
     alive = births < deaths
     lifetimes = deaths[alive] - births[alive]
     node = np.repeat(np.flatnonzero(alive), lifetimes)
@@ -288,13 +290,11 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     node, t, starts = node[order], t[order], starts[order]
     # Leaves laid out time-major in dendrogram order: the leaves of each component alive at t
     # are one run, followed only by leaves absent at t (empty entries), so one reduceat each.
-    position = np.empty(leaves, dtype=np.intp)
-    position[leaf_order] = np.arange(leaves)
     by_time = _leaf_tables(runs, position, leaves, times).reshape(4, -1)
     reduced = np.minimum.reduceat(by_time, starts, axis=1) if starts.size else \
         np.zeros((4, 0), np.int32)
     if frame:  # drop the outside: every node whose leaves include it
-        position_outside = int(np.flatnonzero(leaf_order == count)[0])
+        position_outside = int(position[count])
         inside = (first[node] > position_outside) | (first[node] + size[node] <= position_outside)
         t, reduced = t[inside], reduced[:, inside]
     boxes = np.stack([reduced[0], reduced[1], -reduced[2], -reduced[3]], axis=1)
