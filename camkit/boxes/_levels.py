@@ -118,13 +118,13 @@ def _find_contours(q: np.ndarray, value: int, bounds: list[int],
     return cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)
 
 
-def _largest_rect(contours: Sequence[np.ndarray]) -> np.ndarray:
-    """``(1, 4)`` ``(x, y, w, h)`` of the contour of largest ``cv2.contourArea`` (the first
-    of them on ties, as ``max``)."""
+def _largest_rect(contours: Sequence[np.ndarray]) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)`` of the contour of largest ``cv2.contourArea`` (the first of them on
+    ties, as ``max``)."""
     import cv2
 
     largest = contours[0] if len(contours) == 1 else max(contours, key=cv2.contourArea)
-    return np.array([cv2.boundingRect(largest)], dtype=np.int64)
+    return cv2.boundingRect(largest)
 
 
 def _live_region(rects: Iterable[Sequence[int]], origin: tuple[int, int],
@@ -237,7 +237,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         pruned[search[unreachable]] = True
         search, bounds = search[~unreachable], bounds[~unreachable]
     found: list[Sequence[np.ndarray]] = []  # every contour of each searched set (multi)
-    largest: list[np.ndarray] = []  # the largest contour's rectangle of each one (single)
+    largest: list[tuple[int, int, int, int]] = []  # the largest contour's rectangle (single)
     counts: list[int] = []
     live: tuple[int, int, int, int] | None = None  # where boxes that count may still be
     for index, value in enumerate(kept[search].tolist()):
@@ -271,7 +271,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
                          for contour, parent in zip(contours, parents, strict=True) if parent < 0]
                 live = _live_region(every, (x0, y0), (height, width), needed, first=False)
             else:  # only whether one may reach: the largest first (most often it does)
-                live = _live_region(largest[-1].tolist(), (x0, y0), (height, width), needed,
+                live = _live_region(largest[-1:], (x0, y0), (height, width), needed,
                                     first=True) or \
                     _live_region(map(cv2.boundingRect, contours), (x0, y0), (height, width),
                                  needed, first=True)
@@ -283,7 +283,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
 
     if counts:
         xywh = _bounding_rects(list(chain.from_iterable(found))) if multi_contour else \
-            np.concatenate(largest)
+            np.array(largest, dtype=np.int64)
         origin = np.repeat(bounds[:, [2, 0]].astype(np.int64), counts, axis=0)
         x_min, y_min = xywh[:, 0] + origin[:, 0], xywh[:, 1] + origin[:, 1]
         searched = np.column_stack([
