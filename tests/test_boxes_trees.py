@@ -338,3 +338,54 @@ def test_a_kernel_that_fails_warns_once_and_falls_back_to_the_trees(monkeypatch)
     assert len(calls) == 1 and _compiled._KERNEL is False
     expected = oracle_correct(maps, gt, grid, (0.3, 0.5, 0.7), True)
     np.testing.assert_array_equal(metric.state_dict()["state"]["correct"], expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Basins and the buffers reused between maps
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(scoremap=random_maps(), connectivity=st.sampled_from([8, 4]))
+def test_property_each_basin_is_connected_in_every_level_set(scoremap, connectivity):
+    """The trees rest on this: a basin's part of any level set (upper sets for the outer
+    tree, lower sets for the hole tree) is one 4-connected piece, or empty."""
+    basin, count = _trees._basins(scoremap, connectivity)
+    height, width = scoremap.shape
+    assert basin.dtype == np.int32 and basin.shape == (height * width,)
+    assert np.array_equal(np.unique(basin), np.arange(count))
+    labels = basin.reshape(height, width)
+    for value in np.unique(scoremap).tolist():
+        present = scoremap >= value if connectivity == 8 else scoremap <= value
+        for index in np.unique(labels[present]).tolist():
+            part = (present & (labels == index)).view(np.uint8)
+            pieces, _ = cv2.connectedComponents(part, connectivity=4)
+            assert pieces == 2, f"basin {index} splits at {value}"
+
+
+def test_tree_boxes_are_the_same_in_concurrent_threads(tree_always, hole_path):
+    """The link grid and the leaf tables are reused per thread: threads working at once on
+    maps of several sizes get the boxes a single thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    maps = [m for size in (40, 64, 96) for m in camlike_maps(size, 4, size)]
+    grid = threshold_grid(0.001)
+
+    def boxes(scoremap: np.ndarray) -> list[list[tuple[int, ...]]]:
+        q = quantize(scoremap)
+        level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=True,
+                            scoremap=scoremap)
+        return [sorted(map(tuple, level.block(i).tolist())) for i in range(level.starts.size)]
+
+    alone = [boxes(m) for m in maps]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(boxes, maps * 3))
+    assert together == alone * 3
+
+
+def test_leaf_tables_past_the_kept_size_are_fresh_arrays(tree_always, hole_path, monkeypatch):
+    scoremap = camlike_maps(3, 1)[0]
+    grid = threshold_grid(0.001)
+    assert_tree_equals_oracle(scoremap, grid, True)
+    monkeypatch.setattr(_trees, "_TABLE_KEPT_UP_TO", 0)
+    kept = _trees._BUFFERS.table
+    assert_tree_equals_oracle(scoremap, grid, True)
+    assert _trees._BUFFERS.table is kept  # not replaced, not grown

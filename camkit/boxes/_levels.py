@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 
@@ -236,7 +235,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         unreachable = _unreachable(bounds, q.shape, needed)
         pruned[search[unreachable]] = True
         search, bounds = search[~unreachable], bounds[~unreachable]
-    found: list[Sequence[np.ndarray]] = []  # every contour of each searched set (multi)
+    found: list[np.ndarray] = []  # every contour's rectangle, per searched set (multi)
     largest: list[tuple[int, int, int, int]] = []  # the largest contour's rectangle (single)
     counts: list[int] = []
     live: tuple[int, int, int, int] | None = None  # where boxes that count may still be
@@ -257,19 +256,16 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         if contours:  # (none only when the live region holds no pixel of the set)
             counts.append(len(contours) if multi_contour else 1)
             if multi_contour:
-                found.append(contours)
+                found.append(_bounding_rects(contours))
             else:
                 largest.append(_largest_rect(contours))
             if not needed:
                 continue
             if multi_contour:
                 # Holes and islands lie inside their top-level outer contour's box: the
-                # outer contours alone give the live region. (Every rectangle is computed
-                # once, after the loop.)
-                parents = hierarchy[0, :, 3].tolist()
-                every = [cv2.boundingRect(contour)
-                         for contour, parent in zip(contours, parents, strict=True) if parent < 0]
-                live = _live_region(every, (x0, y0), (height, width), needed, first=False)
+                # outer contours alone give the live region.
+                outer = found[-1][hierarchy[0, :, 3] < 0].tolist()
+                live = _live_region(outer, (x0, y0), (height, width), needed, first=False)
             else:  # only whether one may reach: the largest first (most often it does)
                 live = _live_region(largest[-1:], (x0, y0), (height, width), needed,
                                     first=True) or \
@@ -282,8 +278,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
             break
 
     if counts:
-        xywh = _bounding_rects(list(chain.from_iterable(found))) if multi_contour else \
-            np.array(largest, dtype=np.int64)
+        xywh = np.concatenate(found) if multi_contour else np.array(largest, dtype=np.int64)
         origin = np.repeat(bounds[:, [2, 0]].astype(np.int64), counts, axis=0)
         x_min, y_min = xywh[:, 0] + origin[:, 0], xywh[:, 1] + origin[:, 1]
         searched = np.column_stack([

@@ -24,7 +24,7 @@ def euler_numbers(q: np.ndarray, kept: np.ndarray) -> np.ndarray:
     ``4 E = n1 - n3 - 2 nD``, counted for every level at once from each quad's sorted values."""
     import cv2
 
-    padded = np.pad(q, 1)
+    padded = cv2.copyMakeBorder(q, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     a, b = padded[:-1, :-1], padded[:-1, 1:]
     c, d = padded[1:, :-1], padded[1:, 1:]
     # The quad's diagonals are (a, d) and (b, c); sort its four values s1 >= s2 >= s3 >= s4.

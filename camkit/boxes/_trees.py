@@ -11,11 +11,12 @@ For a quantized map ``q`` and kept values ``v_0 < ... < v_{n-1}``, the protocol'
 
 Both families are read off component trees, built once per map:
 
-1. **Basins.** Every pixel follows its highest 8-neighbour (lowest 4-neighbour for the
-   complement) on the *float* map while that neighbour is strictly better. Paths are strictly
-   monotone in the float values, hence monotone in ``q`` (truncation is monotone), so a pixel in
-   a level set reaches its basin's extremum without leaving the set: each basin's part of a
-   level set is connected. Extrema with equal float values that touch form one basin.
+1. **Basins.** Every pixel steps to its highest 4-neighbour (lowest for the complement) on
+   the *float* map while that neighbour is strictly better. Paths are strictly monotone in the
+   float values, hence monotone in ``q`` (truncation is monotone), so a pixel in a level set
+   reaches its basin's extremum without leaving the set: each basin's part of a level set is
+   4-connected. Extrema with equal float values that touch form one basin. The basins are
+   labelled in one pass, as the components of the steps drawn on a grid twice as fine.
 2. **Basin graph.** Two basins are joined in a level set when two adjacent pixels, one in each,
    are both in it. Sorting the joins by the level at which they appear (Kruskal) gives the
    dendrogram of the level sets' components; with the image frame as one more node, the
@@ -30,6 +31,8 @@ handed back to it (``_TABLE_ENTRIES_MAX``).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -59,47 +62,79 @@ _SEARCH_HOLE_LEVELS_UP_TO = 48
 
 
 def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """Flat basin index of every pixel and the number of basins.
+    """Flat basin index of every pixel (int32) and the number of basins.
 
-    ``connectivity=8``: ascent to the highest 8-neighbour; ``4``: descent to the lowest
-    4-neighbour. Touching extrema of equal value share a basin.
+    Every pixel that is not an extremum of its 4-neighbourhood (the highest value with
+    ``connectivity=8``, the lowest with ``4``) steps to a strictly better 4-neighbour; a basin
+    is a tree of steps ending on an extremum, touching extrema (of equal value) joined. A
+    pixel of a level set steps towards its extremum without leaving the set, so each basin's
+    part of a level set is 4-connected, hence 8-connected too.
+
+    The steps are drawn as links on a grid twice as fine (a pixel on every even row and
+    column, a link on the cell between two pixels) whose 4-connected components are the
+    basins: one labelling pass instead of following the steps.
     """
     import cv2
 
     height, width = values.shape
-    flat = np.arange(height * width).reshape(height, width)
-    if connectivity == 8:  # separable: best of each row triple, then of three row bests
-        row_best = cv2.dilate(values, _ROW_KERNEL)
-        best = cv2.dilate(row_best, _COLUMN_KERNEL)
-        column_step = np.ones((height, width), np.intp)  # to the row best: right by default
-        column_step[:, 1:][values[:, :-1] == row_best[:, 1:]] = -1
-        column_step[values == row_best] = 0
-        row_step = np.full((height, width), width, np.intp)  # to the best row: below by default
-        row_step[1:][row_best[:-1] == best[1:]] = -width
-        row_step[row_best == best] = 0
-        target = flat + row_step
-        # (An extremum is its own row best and its row's is the best: it points to itself.)
-        parent = (target + np.take(column_step, target)).ravel()
-        extremum = values == best
-    else:  # the 4-neighbourhood: best of the row triple or of the column triple
-        row_best = cv2.erode(values, _ROW_KERNEL)
-        best = np.minimum(row_best, cv2.erode(values, _COLUMN_KERNEL))
-        step = np.full((height, width), width, np.intp)  # below by default
-        step[1:][values[:-1] == best[1:]] = -width
-        sideways = np.ones((height, width), np.intp)
-        sideways[:, 1:][values[:, :-1] == best[:, 1:]] = -1
-        np.copyto(step, sideways, where=row_best == best)
-        extremum = values == best
-        step[extremum] = 0
-        parent = (flat + step).ravel()
-    while True:  # pointer jumping, two jumps per test: every pixel ends on its extremum
-        grand = np.take(parent, parent)
-        parent = np.take(grand, grand)
-        if np.array_equal(grand, parent):
-            break
-    count, labels = cv2.connectedComponents(extremum.view(np.uint8), connectivity=connectivity,
-                                            ltype=cv2.CV_32S)
-    return np.take(labels.ravel(), parent) - 1, count - 1
+    if connectivity == 8:
+        best = cv2.max(cv2.dilate(values, _ROW_KERNEL), cv2.dilate(values, _COLUMN_KERNEL))
+    else:
+        best = cv2.min(cv2.erode(values, _ROW_KERNEL), cv2.erode(values, _COLUMN_KERNEL))
+    extremum = values == best
+    # The neighbour a pixel steps to: the first best of right, left, below, above.
+    right = np.zeros((height, width), bool)
+    np.equal(values[:, 1:], best[:, :-1], out=right[:, :-1])
+    left = np.zeros((height, width), bool)
+    np.equal(values[:, :-1], best[:, 1:], out=left[:, 1:])
+    below = np.zeros((height, width), bool)
+    np.equal(values[1:], best[:-1], out=below[:-1])
+    to_right = right & ~extremum
+    undecided = ~(extremum | right)
+    to_left = left & undecided
+    undecided &= ~left
+    to_below = below & undecided
+    to_above = undecided & ~below
+    links, labels = _link_buffers(height, width)
+    across = links[::2, 1::2].view(bool)  # between (y, x) and (y, x + 1)
+    np.logical_or(to_right[:, :-1], to_left[:, 1:], out=across)
+    across |= extremum[:, :-1] & extremum[:, 1:]
+    down = links[1::2, ::2].view(bool)  # between (y, x) and (y + 1, x)
+    np.logical_or(to_below[:-1], to_above[1:], out=down)
+    down |= extremum[:-1] & extremum[1:]
+    count, labels = cv2.connectedComponents(links, labels, 4, cv2.CV_32S)
+    return np.subtract(labels[::2, ::2], 1).ravel(), count - 1
+
+
+_BUFFERS = threading.local()
+
+
+#: Largest leaf table (int32 entries) kept for reuse between maps.
+_TABLE_KEPT_UP_TO = 1 << 22
+
+
+def _table_buffer(size: int) -> np.ndarray:
+    """A flat int32 array of ``size`` entries for ``_leaf_tables``, reused per thread (up to
+    ``_TABLE_KEPT_UP_TO``): fresh arrays of this size cost page faults on every map. Its
+    content is left over from the last use."""
+    if size > _TABLE_KEPT_UP_TO:
+        return np.empty(size, np.int32)
+    cached = getattr(_BUFFERS, "table", None)
+    if cached is None or cached.size < size:
+        cached = _BUFFERS.table = np.empty(max(size, 1 << 16), np.int32)
+    return cached[:size]
+
+
+def _link_buffers(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The link grid of ``_basins`` (pixels set, links to fill) and its label image, kept per
+    thread and shape: fresh arrays of this size cost page faults on every map."""
+    key = (height, width)
+    cached = getattr(_BUFFERS, "links", None)
+    if cached is None or cached[0] != key:
+        links = np.zeros((2 * height - 1, 2 * width - 1), np.uint8)
+        links[::2, ::2] = 1
+        cached = _BUFFERS.links = (key, links, np.empty(links.shape, np.int32))
+    return cached[1], cached[2]
 
 
 _Runs = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -133,13 +168,14 @@ def _leaf_tables(runs: _Runs, leaf_position: np.ndarray, leaves: int, times: int
     basin along the rows, the column extents from those along the columns (``_basin_runs``),
     far fewer than the pixels.
     """
-    table = np.full((4, (times + 1) * leaves), _EMPTY, dtype=np.int32)
+    table = _table_buffer(4 * (times + 1) * leaves).reshape(4, (times + 1) * leaves)
+    table.fill(_EMPTY)
     for (first_time, labels, position), low, high in zip(runs, (1, 0), (3, 2), strict=True):
         slots = first_time * leaves + leaf_position.take(labels)
         np.minimum.at(table[low], slots, position)
         np.minimum.at(table[high], slots, -position)
     table = table.reshape(4, times + 1, leaves)[:, :times]
-    return np.minimum.accumulate(table, axis=1)
+    return np.minimum.accumulate(table, axis=1, out=table)
 
 
 def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
