@@ -56,6 +56,8 @@ _TABLE_ENTRIES_MAX = 1 << 21
 #: Largest basin count squared for which the first time of each basin pair is kept in a table
 #: indexed by the pair (else the pairs are sorted).
 _DENSE_JOINS_UP_TO = 1 << 16
+#: Largest leaf table (int32 entries) kept for reuse between maps (``_table_buffer``).
+_TABLE_KEPT_UP_TO = 1 << 22
 #: With every contour, levels with holes are searched one by one up to this many; past it the
 #: hole tree (about the cost of the outer one) is cheaper.
 _SEARCH_HOLE_LEVELS_UP_TO = 48
@@ -107,10 +109,6 @@ def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
 
 
 _BUFFERS = threading.local()
-
-
-#: Largest leaf table (int32 entries) kept for reuse between maps.
-_TABLE_KEPT_UP_TO = 1 << 22
 
 
 def _table_buffer(size: int) -> np.ndarray:
@@ -166,7 +164,8 @@ def _leaf_tables(runs: _Runs, leaf_position: np.ndarray, leaves: int, times: int
     A row of the map meets a basin's pixels with ``entry <= t`` exactly when one of the row's
     runs of that basin holds an entry ``<= t``: the row extents come from the runs of equal
     basin along the rows, the column extents from those along the columns (``_basin_runs``),
-    far fewer than the pixels.
+    far fewer than the pixels. The tables live in a per-thread buffer that the next call
+    overwrites: use them before building another tree.
     """
     table = _table_buffer(4 * (times + 1) * leaves).reshape(4, (times + 1) * leaves)
     table.fill(_EMPTY)
