@@ -289,15 +289,13 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     else:
         searched = np.zeros((0, 4), dtype=np.int64)
     searched_level = np.repeat(search.astype(np.int64), counts)
-    level = np.concatenate([tree_level, searched_level])
-    boxes = np.concatenate([tree_boxes, searched])
-    if tree_level.size:  # the tree's levels come unsorted, then the searched ones
-        order = np.argsort(level, kind="stable")
-        level, boxes = level[order], boxes[order]
-    if pruned.any():  # one placeholder box per pruned set
-        placeholder = np.flatnonzero(pruned)
-        level = np.concatenate([level, placeholder])
-        boxes = np.concatenate([boxes, np.zeros((placeholder.size, 4), dtype=np.int64)])
+    placeholder = np.flatnonzero(pruned)  # one (0, 0, 0, 0) box per pruned set
+    level = np.concatenate([tree_level, searched_level, placeholder])
+    boxes = np.concatenate([tree_boxes, searched,
+                            np.zeros((placeholder.size, 4), dtype=np.int64)])
+    # The searched levels come sorted; the tree's and the pruned ones are merged in (each set
+    # is the tree's, searched or pruned, so a stable sort keeps every block's order).
+    if tree_level.size or placeholder.size:
         order = np.argsort(level, kind="stable")
         level, boxes = level[order], boxes[order]
     sizes = np.bincount(level, minlength=kept.size)
