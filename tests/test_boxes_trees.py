@@ -50,11 +50,14 @@ def compiled_always(monkeypatch):
     monkeypatch.setattr(_levels, "_COMPILED_ABOVE", 0)
 
 
-@pytest.fixture(params=["hole tree", "hole search"])
+@pytest.fixture(params=["hole tree", "hole tree after counting", "hole search"])
 def hole_path(request, monkeypatch):
-    """Both ways of finding hole boxes: the complement's tree, or a search per level."""
-    limit = -1 if request.param == "hole tree" else 10**6
-    monkeypatch.setattr(_trees, "_SEARCH_HOLE_LEVELS_UP_TO", limit)
+    """Every way of finding hole boxes: the complement's tree at once, the tree after the Euler
+    numbers count the levels with holes, or a search per level with holes."""
+    extrema, levels = {"hole tree": (-1, -1), "hole tree after counting": (10**6, -1),
+                       "hole search": (10**6, 10**6)}[request.param]
+    monkeypatch.setattr(_trees, "_HOLE_TREE_ABOVE_EXTREMA", extrema)
+    monkeypatch.setattr(_trees, "_SEARCH_HOLE_LEVELS_UP_TO", levels)
     return request.param
 
 
@@ -167,10 +170,14 @@ def test_single_contour_bounds_settle_most_levels_of_a_dominant_blob(path):
 
 
 @pytest.mark.parametrize("limit", [0, 4000])
-def test_maps_with_too_many_basins_fall_back_to_searches(limit, tree_always, monkeypatch):
+@pytest.mark.parametrize("extrema", [-1, 10**6])
+def test_maps_with_too_many_basins_fall_back_to_searches(limit, extrema, tree_always,
+                                                         monkeypatch):
     """Past the table budget a tree is not built: all levels (outer tree too large) or the
-    levels with holes (hole tree too large) are searched instead, with the same boxes."""
+    levels with holes (hole tree too large, whether or not they were counted before) are
+    searched instead, with the same boxes."""
     monkeypatch.setattr(_trees, "_TABLE_ENTRIES_MAX", limit)
+    monkeypatch.setattr(_trees, "_HOLE_TREE_ABOVE_EXTREMA", extrema)
     monkeypatch.setattr(_trees, "_SEARCH_HOLE_LEVELS_UP_TO", -1)
     for scoremap in (nested_rings(), camlike_maps(3, 1, size=48)[0]):
         assert_tree_equals_oracle(scoremap, threshold_grid(0.001), True)
@@ -251,12 +258,13 @@ def random_maps(draw):
 def test_property_tree_boxes_equal_find_contours(scoremap, multi, interval):
     # (Hypothesis runs many examples per call: patch by hand rather than with monkeypatch.)
     original = (_levels._TREE_ABOVE, _levels._COMPILED_ABOVE, _levels._USE_COMPILED,
-                _trees._SEARCH_HOLE_LEVELS_UP_TO)
+                _trees._SEARCH_HOLE_LEVELS_UP_TO, _trees._HOLE_TREE_ABOVE_EXTREMA)
     _levels._TREE_ABOVE, _levels._COMPILED_ABOVE = 0, 0  # for any map,
     _levels._USE_COMPILED = False  # the trees first
     try:
-        for limit in (-1, 10**6):  # hole tree, then hole search
-            _trees._SEARCH_HOLE_LEVELS_UP_TO = limit
+        # The hole tree at once, after counting the levels with holes, then hole searches.
+        for extrema, limit in ((-1, -1), (10**6, -1), (10**6, 10**6)):
+            _trees._HOLE_TREE_ABOVE_EXTREMA, _trees._SEARCH_HOLE_LEVELS_UP_TO = extrema, limit
             assert_tree_equals_oracle(scoremap, threshold_grid(interval), multi)
             assert_tree_equals_oracle(scoremap.astype(np.float32).astype(np.float64),
                                       threshold_grid(interval), multi)
@@ -265,7 +273,7 @@ def test_property_tree_boxes_equal_find_contours(scoremap, multi, interval):
             assert_tree_equals_oracle(scoremap, threshold_grid(interval), multi)
     finally:
         (_levels._TREE_ABOVE, _levels._COMPILED_ABOVE, _levels._USE_COMPILED,
-         _trees._SEARCH_HOLE_LEVELS_UP_TO) = original
+         _trees._SEARCH_HOLE_LEVELS_UP_TO, _trees._HOLE_TREE_ABOVE_EXTREMA) = original
 
 
 def camlike_maps(seed: int, count: int, size: int = 96) -> np.ndarray:
@@ -359,6 +367,16 @@ def test_property_each_basin_is_connected_in_every_level_set(scoremap, connectiv
             part = (present & (labels == index)).view(np.uint8)
             pieces, _ = cv2.connectedComponents(part, connectivity=4)
             assert pieces == 2, f"basin {index} splits at {value}"
+
+
+def test_interior_extrema_count_pixels_off_the_edge_with_no_better_neighbour():
+    m = 0.3 + 0.01 * (np.arange(9)[None, :] + 10 * np.arange(7)[:, None])  # a strict ramp
+    m[2, 3], m[4, 6] = 0.0, 0.05  # two minima off the edge; the ramp's own are on it
+    assert _trees._interior_extrema(_trees._better_neighbours(m, 4)) == 2
+    assert _trees._interior_extrema(_trees._better_neighbours(m, 8)) == 0
+    m[3, 3] = 1.0  # a maximum, and a plateau: every pixel of it off the edge counts
+    assert _trees._interior_extrema(_trees._better_neighbours(m, 8)) == 1
+    assert _trees._interior_extrema(_trees._better_neighbours(np.full((4, 5), 0.5), 4)) == 6
 
 
 def test_tree_boxes_are_the_same_in_concurrent_threads(tree_always, hole_path):

@@ -60,9 +60,34 @@ _TABLE_KEPT_UP_TO = 1 << 22
 #: With every contour, levels with holes are searched one by one up to this many; past it the
 #: hole tree (about the cost of the outer one) is cheaper.
 _SEARCH_HOLE_LEVELS_UP_TO = 16
+#: With every contour, maps with more extrema of the complement off the image edge than this
+#: (each hole holds one) get the hole tree without counting their levels with holes first.
+_HOLE_TREE_ABOVE_EXTREMA = 16
 
 
-def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+def _better_neighbours(values: np.ndarray, connectivity: int) -> list[np.ndarray]:
+    """Where a pixel's 4-neighbour is strictly better (higher with ``connectivity=8``, lower
+    with ``4``): ``(H, W - 1)`` the right one of ``(y, x)``, the left one of ``(y, x + 1)``;
+    ``(H - 1, W)`` the one below ``(y, x)``, the one above ``(y + 1, x)``."""
+    better = np.greater if connectivity == 8 else np.less
+    return [better(values[:, 1:], values[:, :-1]), better(values[:, :-1], values[:, 1:]),
+            better(values[1:], values[:-1]), better(values[:-1], values[1:])]
+
+
+def _interior_extrema(neighbours: list[np.ndarray]) -> int:
+    """Pixels off the image edge with no strictly better 4-neighbour (``_better_neighbours``)."""
+    right, left, below, above = neighbours
+    stepped = np.zeros((below.shape[0] + 1, right.shape[1] + 1), bool)
+    stepped[:, :-1] = right
+    stepped[:, 1:] |= left
+    stepped[:-1] |= below
+    stepped[1:] |= above
+    inner = stepped[1:-1, 1:-1]
+    return inner.size - int(np.count_nonzero(inner))
+
+
+def _basins(values: np.ndarray, connectivity: int,
+            neighbours: list[np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """Flat basin index of every pixel (int32) and the number of basins.
 
     Every pixel with a strictly better 4-neighbour (higher with ``connectivity=8``, lower with
@@ -73,31 +98,29 @@ def _basins(values: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
 
     The steps are drawn as links on a grid twice as fine (a pixel on every even row and
     column, a link on the cell between two pixels) whose 4-connected components are the
-    basins: one labelling pass instead of following the steps.
+    basins: one labelling pass instead of following the steps. ``neighbours``, when given, is
+    ``_better_neighbours(values, connectivity)``, and is overwritten.
     """
     import cv2
 
     height, width = values.shape
-    better = np.greater if connectivity == 8 else np.less
+    right, left, below, above = neighbours or _better_neighbours(values, connectivity)
     links, labels = _link_buffers(height, width)
     across = links[::2, 1::2].view(bool)  # between (y, x) and (y, x + 1)
     down = links[1::2, ::2].view(bool)  # between (y, x) and (y + 1, x)
     # ``stepped``: pixels whose step is chosen, growing with each direction in turn.
     stepped = np.zeros((height, width), bool)
-    better(values[:, 1:], values[:, :-1], out=stepped[:, :-1])  # to the right
-    across[...] = stepped[:, :-1]
-    step = better(values[:, :-1], values[:, 1:])  # (y, x + 1) to the left
-    step &= ~stepped[:, 1:]
-    across |= step
-    stepped[:, 1:] |= step
-    step = better(values[1:], values[:-1])  # (y, x) below
-    step &= ~stepped[:-1]
-    down[...] = step
-    stepped[:-1] |= step
-    step = better(values[:-1], values[1:])  # (y + 1, x) above
-    step &= ~stepped[1:]
-    down |= step
-    stepped[1:] |= step
+    stepped[:, :-1] = right
+    across[...] = right
+    left &= ~stepped[:, 1:]  # (y, x + 1) steps left
+    across |= left
+    stepped[:, 1:] |= left
+    below &= ~stepped[:-1]  # (y, x) steps down
+    down[...] = below
+    stepped[:-1] |= below
+    above &= ~stepped[1:]  # (y + 1, x) steps up
+    down |= above
+    stepped[1:] |= above
     # Touching extrema (no step) are equal: one basin.
     across |= ~(stepped[:, :-1] | stepped[:, 1:])
     down |= ~(stepped[:-1] | stepped[1:])
@@ -137,22 +160,28 @@ def _link_buffers(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 _Runs = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def _basin_runs(entry: np.ndarray, basin: np.ndarray) -> _Runs:
+def _basin_runs(entry: np.ndarray, basin: np.ndarray) -> tuple[_Runs, list[np.ndarray]]:
     """The runs of equal basin along the rows, then along the columns: for each run, the
     first time one of its pixels is present (``times``: never), its basin, and its row (for
-    row runs) or column (for column runs)."""
+    row runs) or column (for column runs). Also where runs meet: the flat index of the first
+    pixel of each pair ``(p, p + 1)``, then ``(p, p + W)``, of different basins."""
     height, width = entry.shape
     grid = basin.reshape(height, width)
     runs = []
-    for labels, entries, line in ((basin, entry.ravel(), width),
-                                  (grid.T.ravel(), entry.T.ravel(), height)):
+    meets = []
+    for along_rows, labels, entries, line in ((True, basin, entry.ravel(), width),
+                                              (False, grid.T.ravel(), entry.T.ravel(), height)):
         starts_run = np.empty(labels.size, dtype=bool)
         np.not_equal(labels[1:], labels[:-1], out=starts_run[1:])
         starts_run[::line] = True
         starts = np.flatnonzero(starts_run)
+        line_index, offset = np.divmod(starts, line)
         runs.append((np.minimum.reduceat(entries, starts).astype(np.intp), labels.take(starts),
-                     (starts // line).astype(np.int32)))
-    return runs
+                     line_index.astype(np.int32)))
+        inside = offset > 0  # a run that starts inside its line meets the one before it
+        meets.append(starts[inside] - 1 if along_rows else
+                     (offset[inside] - 1) * width + line_index[inside])
+    return runs, meets
 
 
 def _leaf_tables(runs: _Runs, leaf_position: np.ndarray, leaves: int, times: int,
@@ -192,10 +221,11 @@ def _leaf_tables(runs: _Runs, leaf_position: np.ndarray, leaves: int, times: int
     return table.reshape(4, size)
 
 
-def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
-           connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int, connectivity: int,
+           meets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Basin pairs ``(a, b)`` and the first time ``t`` at which two adjacent pixels of theirs
-    are both present, one row per pair, sorted by ``t``."""
+    are both present, one row per pair, sorted by ``t``; ``meets`` gives the pairs of
+    different basins along the rows and columns (``_basin_runs``)."""
     height, width = entry.shape
     size = height * width
     flat_entry = entry.ravel()
@@ -207,12 +237,12 @@ def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int,
         offset = dy * width + dx  # pixel p pairs with p + offset; drop pairs that wrap a row
         if dy >= height or offset >= size:
             continue
-        different = basin[:size - offset] != basin[offset:]
-        if dx == 1:
-            different[width - 1::width] = False
-        elif dx == -1:
-            different[0::width] = False
-        here = np.flatnonzero(different)
+        if dy == 0 or dx == 0:
+            here = meets[dy]
+        else:
+            different = basin[:size - offset] != basin[offset:]
+            different[(width - 1 if dx == 1 else 0)::width] = False  # pairs across a row end
+            here = np.flatnonzero(different)
         there = here + offset
         t = np.maximum(flat_entry.take(here), flat_entry.take(there)).astype(np.int64)
         a, b = basin.take(here).astype(np.int64), basin.take(there).astype(np.int64)
@@ -303,7 +333,8 @@ def _dendrogram(birth: np.ndarray, join_a: np.ndarray, join_b: np.ndarray, join_
 
 
 def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, times: int,
-                     frame: bool, cells: bool = False) -> tuple[np.ndarray, ...] | None:
+                     frame: bool, cells: bool = False,
+                     neighbours: list[np.ndarray] | None = None) -> tuple[np.ndarray, ...] | None:
     """Pixel bounding boxes of the components of every set ``{entry <= t}``, ``0 <= t < times``.
 
     Components are 8- or 4-connected; with ``frame`` the components touching the image edge
@@ -312,13 +343,13 @@ def _component_boxes(entry: np.ndarray, values: np.ndarray, connectivity: int, t
     pixel blocks wholly in each component; or None when the map has so many basins that the
     tables would pass ``_TABLE_ENTRIES_MAX`` (noisy maps: a search per level is cheaper).
     """
-    basin, count = _basins(values, connectivity)
+    basin, count = _basins(values, connectivity, neighbours)
     if (count + 1) * times > _TABLE_ENTRIES_MAX:
         return None
-    runs = _basin_runs(entry, basin)
+    runs, meets = _basin_runs(entry, basin)
     birth = np.full(count, times, dtype=np.intp)  # first time each basin is present
     np.minimum.at(birth, runs[0][1], runs[0][0])
-    join_a, join_b, join_time = _joins(entry, basin, count, times, connectivity)
+    join_a, join_b, join_time = _joins(entry, basin, count, times, connectivity, meets)
     if frame:  # one more leaf, the outside, joined by the basins that reach the image edge
         edge_basin, edge_time = _frame_joins(entry, basin, count, times)
         outside = count
@@ -402,15 +433,26 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
     boxes = outer_contour_boxes(outer, q.shape)
     if not multi_contour:
         return settle_largest(level, outer, boxes, found[2], levels)
-    holes = np.bincount(level, minlength=levels) - euler_numbers(q, kept)
-    with_holes = np.flatnonzero(holes > 0)
-    if with_holes.size > _SEARCH_HOLE_LEVELS_UP_TO:
-        # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
-        found = _component_boxes(_lookup(q, below), scoremap, 4, levels, frame=True)
-        if found is not None:  # else too many basins there: the levels with holes are searched
-            t_hole, inner = found
-            return (np.concatenate([level, t_hole]),
-                    np.concatenate([boxes, hole_contour_boxes(inner, q.shape)]),
-                    np.zeros(0, np.int64))
+    # Each hole holds an extremum of the complement's basins off the image edge (its lowest
+    # pixel). Maps with many of them nearly always have holes at many levels: the hole tree is
+    # built at once, without the Euler numbers that tell which levels have holes.
+    neighbours = _better_neighbours(scoremap, 4)
+    holes = None
+    if _interior_extrema(neighbours) <= _HOLE_TREE_ABOVE_EXTREMA:
+        holes = np.bincount(level, minlength=levels) - euler_numbers(q, kept)
+        if np.count_nonzero(holes > 0) <= _SEARCH_HOLE_LEVELS_UP_TO:
+            plain = holes[level] == 0
+            return level[plain], boxes[plain], np.flatnonzero(holes > 0)
+    # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
+    found = _component_boxes(_lookup(q, below), scoremap, 4, levels, frame=True,
+                             neighbours=neighbours)
+    if found is not None:
+        t_hole, inner = found
+        return (np.concatenate([level, t_hole]),
+                np.concatenate([boxes, hole_contour_boxes(inner, q.shape)]),
+                np.zeros(0, np.int64))
+    # Too many basins in the complement: the levels with holes are searched.
+    if holes is None:
+        holes = np.bincount(level, minlength=levels) - euler_numbers(q, kept)
     plain = holes[level] == 0
-    return level[plain], boxes[plain], with_holes
+    return level[plain], boxes[plain], np.flatnonzero(holes > 0)
