@@ -207,7 +207,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     position = np.searchsorted(present, levels, side="right")
     keys = np.where(position < present.size,
                     present[np.minimum(position, present.size - 1)], _EMPTY_KEY)
-    unique_keys, set_of_threshold = np.unique(keys, return_inverse=True)
+    # Distinct keys (0..256) and each threshold's index among them, without a sort.
+    is_key = np.zeros(_EMPTY_KEY + 1, dtype=bool)
+    is_key[keys] = True
+    unique_keys = np.flatnonzero(is_key)
+    set_of_threshold = (np.cumsum(is_key) - 1)[keys]
     kept = unique_keys[unique_keys != _EMPTY_KEY]
 
     from camkit.boxes import _compiled
@@ -227,8 +231,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         search = np.arange(kept.size)
     search = np.sort(search)  # lowest value first: the sets shrink along the search
     # Each searched set is searched on its bounding crop: (y0, y1, x0, x1), ends exclusive.
-    top, bottom, left, right = _crop_bounds(q, kept[search])
-    bounds = np.stack([top, bottom + 1, left, right + 1], axis=1)
+    if search.size:
+        top, bottom, left, right = _crop_bounds(q, kept[search])
+        bounds = np.stack([top, bottom + 1, left, right + 1], axis=1)
+    else:
+        bounds = np.zeros((0, 4), dtype=np.int64)
     pruned = np.zeros(kept.size, dtype=bool)
     needed = _needed_overlaps(*prune) if prune is not None else []
     if needed and search.size:

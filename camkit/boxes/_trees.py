@@ -111,19 +111,21 @@ def _basins(values: np.ndarray, connectivity: int,
     # ``stepped``: pixels whose step is chosen, growing with each direction in turn.
     stepped = np.zeros((height, width), bool)
     stepped[:, :-1] = right
-    across[...] = right
     left &= ~stepped[:, 1:]  # (y, x + 1) steps left
-    across |= left
     stepped[:, 1:] |= left
     below &= ~stepped[:-1]  # (y, x) steps down
-    down[...] = below
     stepped[:-1] |= below
     above &= ~stepped[1:]  # (y + 1, x) steps up
-    down |= above
     stepped[1:] |= above
-    # Touching extrema (no step) are equal: one basin.
-    across |= ~(stepped[:, :-1] | stepped[:, 1:])
-    down |= ~(stepped[:-1] | stepped[1:])
+    # A link where one pixel steps to the other, or both are extrema (touching extrema are
+    # equal: one basin); built densely, then written once to the strided cells.
+    for first, second, steps, cells in ((stepped[:, :-1], stepped[:, 1:], (right, left), across),
+                                        (stepped[:-1], stepped[1:], (below, above), down)):
+        joined = np.logical_or(first, second)
+        np.logical_not(joined, out=joined)
+        joined |= steps[0]
+        joined |= steps[1]
+        cells[...] = joined
     count, labels = cv2.connectedComponents(links, labels, 4, cv2.CV_32S)
     return np.subtract(labels[::2, ::2], 1).ravel(), count - 1
 
