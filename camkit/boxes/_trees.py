@@ -240,7 +240,7 @@ def _joins(entry: np.ndarray, basin: np.ndarray, count: int, times: int, connect
         if dy >= height or offset >= size:
             continue
         if dy == 0 or dx == 0:
-            here = meets[dy]
+            here = meets[dy]  # (0, 1): where row runs meet; (1, 0): column runs
         else:
             different = basin[:size - offset] != basin[offset:]
             different[(width - 1 if dx == 1 else 0)::width] = False  # pairs across a row end
