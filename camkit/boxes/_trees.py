@@ -435,16 +435,18 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
     boxes = outer_contour_boxes(outer, q.shape)
     if not multi_contour:
         return settle_largest(level, outer, boxes, found[2], levels)
+    def hole_counts() -> np.ndarray:  # holes per level: components less the Euler number
+        return np.bincount(level, minlength=levels) - euler_numbers(q, kept)
+
     # Each hole holds an extremum of the complement's basins off the image edge (its lowest
     # pixel). Maps with many of them nearly always have holes at many levels: the hole tree is
     # built at once, without the Euler numbers that tell which levels have holes.
     neighbours = _better_neighbours(scoremap, 4)
     holes = None
     if _interior_extrema(neighbours) <= _HOLE_TREE_ABOVE_EXTREMA:
-        holes = np.bincount(level, minlength=levels) - euler_numbers(q, kept)
+        holes = hole_counts()
         if np.count_nonzero(holes > 0) <= _SEARCH_HOLE_LEVELS_UP_TO:
-            plain = holes[level] == 0
-            return level[plain], boxes[plain], np.flatnonzero(holes > 0)
+            return _hole_levels_searched(level, boxes, holes)
     # The complement {q < v_j} grows with j: a pixel is in it from j = below[q] on.
     found = _component_boxes(_lookup(q, below), scoremap, 4, levels, frame=True,
                              neighbours=neighbours)
@@ -454,7 +456,12 @@ def tree_level_boxes(scoremap: np.ndarray, q: np.ndarray, kept: np.ndarray,
                 np.concatenate([boxes, hole_contour_boxes(inner, q.shape)]),
                 np.zeros(0, np.int64))
     # Too many basins in the complement: the levels with holes are searched.
-    if holes is None:
-        holes = np.bincount(level, minlength=levels) - euler_numbers(q, kept)
+    return _hole_levels_searched(level, boxes, hole_counts() if holes is None else holes)
+
+
+def _hole_levels_searched(level: np.ndarray, boxes: np.ndarray,
+                          holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``tree_level_boxes``' result when the levels with holes (``holes`` per level) are left
+    to a search: the outer boxes of the other levels, and those levels."""
     plain = holes[level] == 0
     return level[plain], boxes[plain], np.flatnonzero(holes > 0)
