@@ -139,12 +139,17 @@ def _summary(kind: str, result: dict[str, Any]) -> str:
 
 def single_threaded_worker() -> None:
     """Pool initializer: one thread per worker process (the processes are the parallelism;
-    OpenCV's and PyTorch's own thread pools would only compete for the same cores)."""
+    OpenCV's and PyTorch's own thread pools would only compete for the same cores). PyTorch is
+    not imported for it: the evaluation does not use it, and importing it would cost each
+    worker about a second."""
+    import sys
+
     import cv2
-    import torch
 
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -153,33 +158,32 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise SystemExit(f"camkit eval: --workers must be >= 1, got {args.workers}")
+    pool = None
+    if args.workers > 1:
+        import multiprocessing
+
+        # started first: the workers import while this process reads the metadata
+        pool = multiprocessing.get_context("spawn").Pool(
+            args.workers, initializer=single_threaded_worker)
     try:
         kind, config, tasks = _tasks(args)
         metric = (BoxAccuracy if kind == "boxes" else PixelAP)(**config)
         total = sum(len(task["image_ids"]) for task in tasks)
         skipped = 0
+        outputs: Any = (map(_evaluate_chunk, tasks) if pool is None
+                        else pool.imap_unordered(_evaluate_chunk, tasks))
         with ProgressBar(total, f"{args.dataset}/{args.split}",
                          enabled=False if args.no_progress else None) as bar:
-            if args.workers == 1:
-                outputs: Any = map(_evaluate_chunk, tasks)
-                pool = None
-            else:
-                import multiprocessing
-
-                pool = multiprocessing.get_context("spawn").Pool(
-                    args.workers, initializer=single_threaded_worker)
-                outputs = pool.imap_unordered(_evaluate_chunk, tasks)
-            try:
-                for state, done, missing in outputs:
-                    metric.merge(type(metric).from_state_dict(state))
-                    skipped += missing
-                    bar.update(done)
-            finally:
-                if pool is not None:
-                    pool.terminate()
+            for state, done, missing in outputs:
+                metric.merge(type(metric).from_state_dict(state))
+                skipped += missing
+                bar.update(done)
         result = metric.compute().to_dict()
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"camkit eval: {error}") from None
+    finally:
+        if pool is not None:
+            pool.terminate()
     payload = {"dataset": args.dataset, "split": args.split, "config": config,
                "evaluated": metric.num_images, "skipped_missing": skipped, "result": result}
     output = args.output or Path(f"camkit_eval_{args.dataset}_{args.split}.json")

@@ -11,8 +11,8 @@ __all__ = ["main"]
 
 def _build_parser() -> argparse.ArgumentParser:
     from camkit import __version__
+    from camkit._demo_cli import add_demo_parser
     from camkit._eval_cli import add_eval_parser
-    from camkit.demo._cli import add_demo_parser
 
     parser = argparse.ArgumentParser(prog="camkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"camkit {__version__}")

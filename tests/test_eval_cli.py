@@ -117,6 +117,23 @@ def test_eval_with_two_workers_equals_one(tmp_path):
         run(tmp_path, "--dataset", "CUB")["result"]
 
 
+@pytest.mark.slow
+def test_eval_with_two_workers_stops_cleanly_on_bad_input(tmp_path):
+    """A malformed map read by a worker, or metadata that is missing while the workers start:
+    a clear error, no result file, and no worker process left behind."""
+    import multiprocessing
+
+    make_maps(tmp_path / "maps")
+    make_cub(tmp_path)
+    np.save(tmp_path / "maps" / "y" / "c.jpg.npy", np.full((224, 224), 1.5))
+    with pytest.raises(SystemExit, match=r"'y/c.jpg' is malformed: .*\[0, 1\]"):
+        run(tmp_path, "--dataset", "CUB", "--workers", "2")
+    with pytest.raises(SystemExit, match="ILSVRC"):
+        run(tmp_path, "--dataset", "ILSVRC", "--workers", "2")
+    assert not (tmp_path / "out.json").exists()
+    assert multiprocessing.active_children() == []
+
+
 def test_worker_processes_run_single_threaded():
     """--workers N parallelizes over processes: each pins OpenCV and PyTorch to one thread so
     that N workers do not compete for the same cores."""

@@ -9,13 +9,16 @@ every thresholded map, bounding rectangles, clamping and IoU as in its reference
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from camkit._validation import check_size
+from camkit._checks import check_size, is_tensor
 from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
 from camkit.boxes._levels import box_iou_matrix, level_boxes, quantize, threshold_levels
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["box_iou", "boxes_from_scoremap", "resize_boxes", "threshold_grid"]
 
@@ -31,6 +34,13 @@ def threshold_grid(interval: float = 0.01) -> np.ndarray:
     if not (np.isfinite(interval) and 0.0 < interval <= 1.0):
         raise ValueError(f"interval must be in (0, 1], got {interval}")
     return np.arange(0, 1, interval)
+
+
+def _like(array: np.ndarray, tensor: torch.Tensor) -> torch.Tensor:
+    """``array`` as a tensor on ``tensor``'s device (PyTorch is imported: ``tensor`` exists)."""
+    import torch
+
+    return torch.from_numpy(array).to(tensor.device)
 
 
 def box_iou(boxes_a: object, boxes_b: object) -> np.ndarray | torch.Tensor:
@@ -49,8 +59,8 @@ def box_iou(boxes_a: object, boxes_b: object) -> np.ndarray | torch.Tensor:
         tensor, else a NumPy array.
     """
     iou = box_iou_matrix(as_boxes(boxes_a, "boxes_a"), as_boxes(boxes_b, "boxes_b"))
-    if isinstance(boxes_a, torch.Tensor):
-        return torch.from_numpy(iou).to(boxes_a.device)
+    if is_tensor(boxes_a):
+        return _like(iou, boxes_a)
     return iou
 
 
@@ -115,6 +125,6 @@ def resize_boxes(
     scale = np.array([new_w, new_h, new_w, new_h], dtype=np.float64)
     old = np.array([old_w, old_h, old_w, old_h], dtype=np.float64)
     resized = np.trunc(array.astype(np.float64) * scale / old).astype(np.int64)
-    if isinstance(boxes, torch.Tensor):
-        return torch.from_numpy(resized).to(boxes.device)
+    if is_tensor(boxes):
+        return _like(resized, boxes)
     return resized

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
+
+from camkit._checks import is_tensor
 
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
 
@@ -21,7 +22,9 @@ def as_float64_maps(value: object, name: str, *, ndim: tuple[int, ...]) -> np.nd
     Rules: a NumPy array or torch tensor of a floating dtype, ``ndim`` in ``ndim``, non-empty
     spatial dims, finite, every value in [0, 1].
     """
-    if isinstance(value, torch.Tensor):
+    if is_tensor(value):
+        import torch
+
         if not value.is_floating_point():
             raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
         array = value.detach().to("cpu", torch.float64).numpy()
@@ -55,7 +58,7 @@ def as_boxes(value: object, name: str) -> np.ndarray:
     Integer arrays, tensors and nested sequences are accepted; floats only when every value is
     integral. ``x1 < x0`` or ``y1 < y0`` is an error.
     """
-    if isinstance(value, torch.Tensor):
+    if is_tensor(value):
         value = value.detach().cpu().numpy()
     array = np.asarray(value)
     if array.dtype == np.bool_ or not (
@@ -89,7 +92,7 @@ def as_thresholds(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     if isinstance(value, (float, int)):
         raise TypeError(f"{name} must be a sequence of floats (threshold_grid(interval) builds "
                         f"the protocol's grid), got the scalar {value!r}")
-    if isinstance(value, torch.Tensor):
+    if is_tensor(value):
         value = value.detach().cpu().numpy()
     try:
         grid = np.asarray(value, dtype=np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from camkit._validation import check_finite_number, check_positive_int
+from camkit._checks import check_finite_number, check_positive_int
 
 __all__ = ["DemoConfig"]
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from camkit.boxes import threshold_grid
 from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
 from camkit.boxes._levels import best_iou_per_threshold, level_boxes, quantize, threshold_levels
 from camkit.metrics._state import CountingState, as_image_list
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BoxAccuracy", "BoxAccuracyResult", "box_accuracy"]
 

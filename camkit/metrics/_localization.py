@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from camkit._validation import check_finite_number
+from camkit._checks import check_finite_number
 from camkit.metrics._box import best_iou_at_thresholds, split_batch
 from camkit.metrics._state import CountingState
-from camkit.threshold import percentile_threshold
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["LocalizationAccuracy", "LocalizationResult"]
 
@@ -93,6 +94,10 @@ class LocalizationAccuracy(CountingState):
         """``(B,)`` float64 threshold ``t`` of each ``(B, H, W)`` float64 map."""
         if self.rule == "max":
             return np.full(maps.shape[0], self.theta)
+        import torch
+
+        from camkit.threshold import percentile_threshold
+
         return percentile_threshold(torch.from_numpy(maps), self.q, self.theta).numpy()
 
     def update(self, scoremaps: np.ndarray | torch.Tensor, gt_boxes: object,
@@ -105,6 +110,8 @@ class LocalizationAccuracy(CountingState):
             logits (ndarray or Tensor[B, K]): class scores.
             labels (ndarray or Tensor[B]): ground-truth class indices in ``[0, K)``.
         """
+        import torch
+
         maps, boxes = split_batch(scoremaps, gt_boxes)
         scores = torch.as_tensor(logits).detach().cpu()
         targets = torch.as_tensor(labels).detach().cpu()

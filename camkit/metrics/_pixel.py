@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
+from camkit._checks import is_tensor
 from camkit.boxes import threshold_grid
 from camkit.boxes._inputs import as_float64_maps, as_thresholds
 from camkit.metrics._state import CountingState
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["IGNORE", "PixelAP", "PixelAPResult", "pixel_ap"]
 
@@ -22,7 +25,7 @@ IGNORE = 255
 
 def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
     """Check masks of ``{0: background, 1: foreground, 255: ignore}`` (or bool) of ``shape``."""
-    if isinstance(value, torch.Tensor):
+    if is_tensor(value):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
         raise TypeError(

@@ -6,7 +6,8 @@ import json
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-import torch
+
+from camkit._checks import is_tensor
 
 _Self = TypeVar("_Self", bound="CountingState")
 _FORMAT_VERSION = 1
@@ -64,6 +65,7 @@ class CountingState:
         Every process then holds the global counts: call it once, right before ``compute()``,
         and ``reset()`` before accumulating again. Returns self.
         """
+        import torch
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
@@ -124,7 +126,7 @@ class CountingState:
 
 def as_image_list(value: object, name: str, count: int) -> list:
     """Check that ``value`` is a list/tuple (or batched array) of ``count`` per-image items."""
-    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 3:
+    if (isinstance(value, np.ndarray) or is_tensor(value)) and value.ndim == 3:
         value = list(value)
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a list with one entry per image, got "
