@@ -8,7 +8,8 @@ Both run in this process, on the same maps, and every count is checked for equal
 
 "camkit" is the default install (NumPy and OpenCV); when numba is installed (``camkit[fast]``)
 a separate "camkit[fast]" column times the compiled path, which the default install then
-uses automatically. ``--workers`` runs the default path in every process.
+uses automatically. ``--workers N`` times ``camkit eval`` (default path) with N processes
+against one, on ``--workers-images`` maps written to a temporary folder.
 
 Maps: smooth 224x224 maps made of Gaussian blobs of several sizes; GT boxes: the real CUB test
 boxes (a subset), scaled to 224 with the protocol's truncation.
@@ -23,12 +24,12 @@ repeats), between ``<!-- markdown:start -->`` and ``<!-- markdown:end -->`` line
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -38,7 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from camkit._environment import cpu_model  # noqa: E402
-from camkit._eval_cli import single_threaded_worker  # noqa: E402
 from camkit.boxes import _compiled, _levels, boxes_from_scoremap, threshold_grid  # noqa: E402
 from camkit.metrics import BoxAccuracy, PixelAP  # noqa: E402
 
@@ -155,28 +155,13 @@ def straightforward_histograms(maps, masks, thresholds):
 # ---------------------------------------------------------------------------------------------
 # camkit, in one or several processes
 # ---------------------------------------------------------------------------------------------
-def _camkit_chunk(task):
-    maps, boxes, thresholds, multi_contour = task
+def camkit_correct(maps, gt_boxes, thresholds, multi_contour, compiled=False):
     metric = BoxAccuracy(thresholds, multi_contour=multi_contour)
-    metric.update(maps, boxes)
-    return metric.state_dict()
-
-
-def camkit_correct(maps, gt_boxes, thresholds, multi_contour, pool=None, workers=1,
-                   compiled=False):
-    metric = BoxAccuracy(thresholds, multi_contour=multi_contour)
-    if pool is None:
-        _levels._USE_COMPILED = compiled
-        try:
-            metric.update(maps, gt_boxes)
-        finally:
-            _levels._USE_COMPILED = False
-    else:
-        size = -(-len(maps) // (4 * workers))
-        tasks = [(maps[i:i + size], gt_boxes[i:i + size], thresholds, multi_contour)
-                 for i in range(0, len(maps), size)]
-        for state in pool.imap_unordered(_camkit_chunk, tasks):
-            metric.merge(BoxAccuracy.from_state_dict(state))
+    _levels._USE_COMPILED = compiled
+    try:
+        metric.update(maps, gt_boxes)
+    finally:
+        _levels._USE_COMPILED = False
     return metric._state["correct"]
 
 
@@ -184,8 +169,8 @@ def camkit_correct(maps, gt_boxes, thresholds, multi_contour, pool=None, workers
 _SAMPLES: list[float] = []
 #: Markdown rows collected during the run: (case, images, {implementation: samples}).
 _ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
-#: (workers, images, one-process samples, several-process samples).
-_WORKERS: list[tuple[int, int, list[float], list[float]]] = []
+#: (workers, images, one-process samples, several-process samples, control ratios).
+_WORKERS: list[tuple[int, int, list[float], list[float], list[float]]] = []
 
 
 def timed(function, *args, repeat: int = 1, **kwargs):
@@ -196,6 +181,20 @@ def timed(function, *args, repeat: int = 1, **kwargs):
         value = function(*args, **kwargs)
         _SAMPLES.append(time.perf_counter() - start)
     return value, min(_SAMPLES)
+
+
+def interleaved(runs: dict, repeat: int) -> tuple[dict, dict[str, list[float]]]:
+    """Run every callable of ``runs`` once per repeat, in turn, so that a slow spell of a shared
+    machine falls on all of them rather than on one; returns (last value of each, wall times
+    of each in seconds)."""
+    values: dict = {}
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, function in runs.items():
+            start = time.perf_counter()
+            values[name] = function()
+            samples[name].append(time.perf_counter() - start)
+    return values, samples
 
 
 def _machine() -> str:
@@ -234,11 +233,14 @@ def markdown_tables(args) -> str:
             f"{f'{statistics.median(lean) / fast:.2f}×' if lean else '–'} | "
             f"{_rate(count, compiled) if compiled else '–'} | "
             f"{compiled_ratio} |")
-    for workers, count, one, many in _WORKERS:
-        lines += ["", f"Scaling with processes (camkit `BoxAccuracy`, grid 0.001, all contours, "
-                  f"{count} maps): one process {_rate(count, one)} im/s, {workers} processes "
+    for workers, count, one, many, control in _WORKERS:
+        lines += ["", f"Scaling with processes (`camkit eval`, grid 0.001, all contours, {count} "
+                  f"smooth float32 maps read from disk by the workers, pool start included): "
+                  f"one process {_rate(count, one)} im/s, {workers} processes "
                   f"{_rate(count, many)} im/s, "
-                  f"{statistics.median(one) / statistics.median(many):.2f}×."]
+                  f"{statistics.median(one) / statistics.median(many):.2f}×. Control in the same "
+                  f"repeats, a pure-Python loop in {workers} processes against one: "
+                  f"{statistics.median(control):.2f}× ({min(control):.2f}–{max(control):.2f}×)."]
     return "\n".join(lines)
 
 
@@ -249,23 +251,20 @@ def bench_boxes(family, maps64, gt_boxes, args):
             for dtype in (np.float64, np.float32):
                 maps, boxes = maps64[:count].astype(dtype), gt_boxes[:count]
                 run = (maps, boxes, list(thresholds), (0.3, 0.5, 0.7), multi_contour)
-                samples = {}
-                expected, t_ref = timed(straightforward_correct, *run, lean=False,
-                                        repeat=args.repeat)
-                samples["straightforward"] = list(_SAMPLES)
-                lean, t_lean = timed(straightforward_correct, *run, lean=True,
-                                     repeat=args.repeat)
-                samples["lean"] = list(_SAMPLES)
-                got, t_fast = timed(camkit_correct, maps, boxes, thresholds, multi_contour,
-                                    repeat=args.repeat)
-                samples["camkit"] = list(_SAMPLES)
-                results = [lean, got]
+                camkit_run = (maps, boxes, thresholds, multi_contour)
+                runs = {"straightforward": partial(straightforward_correct, *run, lean=False),
+                        "lean": partial(straightforward_correct, *run, lean=True),
+                        "camkit": partial(camkit_correct, *camkit_run)}
+                if args.compiled:
+                    runs["camkit[fast]"] = partial(camkit_correct, *camkit_run, compiled=True)
+                values, samples = interleaved(runs, args.repeat)
+                expected = values.pop("straightforward")
+                results = list(values.values())
+                t_ref, t_lean, t_fast = (min(samples[key])
+                                         for key in ("straightforward", "lean", "camkit"))
                 compiled_note = ""
                 if args.compiled:
-                    compiled, t_compiled = timed(camkit_correct, maps, boxes, thresholds,
-                                                 multi_contour, compiled=True, repeat=args.repeat)
-                    samples["camkit[fast]"] = list(_SAMPLES)
-                    results.append(compiled)
+                    t_compiled = min(samples["camkit[fast]"])
                     compiled_note = f" {count / t_compiled:10.1f} {t_ref / t_compiled:6.1f}x"
                 if not all(np.array_equal(expected, result) for result in results):
                     raise SystemExit(f"MISMATCH: {family}, grid {interval}, multi={multi_contour}")
@@ -281,15 +280,17 @@ def bench_pixels(maps64, args):
     thresholds = threshold_grid(0.01)
     masks = np.where(maps64 > 0.5, 1, 0).astype(np.uint8)
     masks[(maps64 > 0.4) & (maps64 <= 0.5)] = 255
-    (fg, bg), t_ref = timed(straightforward_histograms, maps64, masks, thresholds,
-                            repeat=args.repeat)
-    samples = {"straightforward": list(_SAMPLES), "camkit": []}
-    t_fast = float("inf")
-    for _ in range(args.repeat):
+
+    def camkit_histograms() -> PixelAP:
         metric = PixelAP(thresholds)
-        _, elapsed = timed(metric.update, maps64, masks)
-        samples["camkit"].append(elapsed)
-        t_fast = min(t_fast, elapsed)
+        metric.update(maps64, masks)
+        return metric
+
+    values, samples = interleaved(
+        {"straightforward": partial(straightforward_histograms, maps64, masks, thresholds),
+         "camkit": camkit_histograms}, args.repeat)
+    (fg, bg), metric = values["straightforward"], values["camkit"]
+    t_ref, t_fast = min(samples["straightforward"]), min(samples["camkit"])
     _ROWS.append(("PixelAP grid 0.01 (vs two np.histogram)", len(maps64), samples))
     if not (np.array_equal(fg, metric._state["foreground"])
             and np.array_equal(bg, metric._state["background"])):
@@ -298,21 +299,85 @@ def bench_pixels(maps64, args):
           f"{'':10s} {len(maps64) / t_fast:10.1f} {t_ref / t_fast:6.1f}x")
 
 
-def bench_workers(maps64, gt_boxes, args):
-    count = min(len(maps64), 4 * args.images_fine)
-    maps, boxes = maps64[:count], gt_boxes[:count]
-    thresholds = threshold_grid(0.001)
-    _, t_one = timed(camkit_correct, maps, boxes, thresholds, True)
-    one = list(_SAMPLES)
-    os.environ["CAMKIT_DISABLE_NUMBA"] = "1"  # the workers run the default install's path
-    with multiprocessing.get_context("spawn").Pool(
-            args.workers, initializer=single_threaded_worker) as pool:
-        warm = 2 * args.workers  # start the workers and import camkit in them
-        camkit_correct(maps[:warm], boxes[:warm], thresholds, True, pool, args.workers)
-        _, t_many = timed(camkit_correct, maps, boxes, thresholds, True, pool, args.workers)
-    _WORKERS.append((args.workers, count, one, list(_SAMPLES)))
-    print(f"BoxAccuracy grid 0.001 multi, {args.workers} processes: {count / t_many:.1f} im/s "
-          f"vs {count / t_one:.1f} im/s in one process: {t_one / t_many:.2f}x")
+def _eval_folder(root: Path, count: int, seed: int) -> None:
+    """``root/metadata/CUB/test``: the first ``count`` image ids of the real CUB test split;
+    ``root/maps``: one smooth float32 map per image id, as the reference code saves them."""
+    ids = (CUB_TEST / "image_ids.txt").read_text(encoding="utf-8").splitlines()[:count]
+    kept = set(ids)
+    folder = root / "metadata" / "CUB" / "test"
+    folder.mkdir(parents=True)
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
+        lines = (CUB_TEST / name).read_text(encoding="utf-8").splitlines()
+        (folder / name).write_text("".join(f"{line}\n" for line in lines
+                                           if line.split(",")[0] in kept), encoding="utf-8")
+    rng = np.random.default_rng(seed)
+    grid, clutter = MAP_FAMILIES["smooth 14x14"]
+    for image_id in ids:
+        path = root / "maps" / f"{image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, blob_map(rng, grid, clutter).astype(np.float32))
+
+
+def _spin(iterations: int) -> int:
+    """Pure-Python arithmetic: the control of the scaling run (no memory traffic, no I/O)."""
+    total = 0
+    for i in range(iterations):
+        total += i * i
+    return total
+
+
+#: Iterations of ``_spin`` per process in the control: about 0.3 s on the recorded machine.
+_SPIN = 6_000_000
+
+
+def bench_workers(args) -> None:
+    """``camkit eval --workers N`` against ``--workers 1``, as a user runs it: each process reads
+    its own maps from disk, and the N-process time includes starting the pool.
+
+    A control runs in the same repeats: ``_spin`` N times in this process against once in each
+    of N processes of a pool started beforehand. It shows how far the machine's N cores scale
+    at that moment (on a shared virtual machine they may not give N×)."""
+    import contextlib
+    import io
+    import json
+    import multiprocessing
+    import tempfile
+
+    from camkit._eval_cli import run_eval
+
+    with tempfile.TemporaryDirectory() as tmp, \
+            multiprocessing.get_context("spawn").Pool(args.workers) as control_pool:
+        control_pool.map(_spin, [1] * args.workers)  # started before any timing
+        root = Path(tmp)
+        _eval_folder(root, args.workers_images, args.seed)
+        os.environ["CAMKIT_DISABLE_NUMBA"] = "1"  # every process runs the default install's path
+        results: dict[int, dict] = {}
+        samples: dict[int, list[float]] = {1: [], args.workers: []}
+        control: list[float] = []
+        for _ in range(args.repeat):  # alternated, so that a slow spell of the machine hits both
+            for workers in samples:
+                options = argparse.Namespace(
+                    scoremap_root=root / "maps", metadata_root=root / "metadata",
+                    dataset="CUB", split="test", mask_root=None, cam_curve_interval=0.001,
+                    multi_contour=True, iou_thresholds=[30, 50, 70], workers=workers,
+                    skip_missing=False, output=root / f"result-{workers}.json", no_progress=True)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    timed(run_eval, options)
+                samples[workers] += _SAMPLES
+                results[workers] = json.loads(options.output.read_text(encoding="utf-8"))
+            _, serial = timed(lambda: [_spin(_SPIN) for _ in range(args.workers)])
+            _, parallel = timed(control_pool.map, _spin, [_SPIN] * args.workers)
+            control.append(serial / parallel)
+        del os.environ["CAMKIT_DISABLE_NUMBA"]
+    if results[1]["result"] != results[args.workers]["result"]:
+        raise SystemExit(f"MISMATCH: camkit eval with {args.workers} workers and with one")
+    count, one, many = args.workers_images, samples[1], samples[args.workers]
+    _WORKERS.append((args.workers, count, one, many, control))
+    ratio = statistics.median(one) / statistics.median(many)
+    print(f"camkit eval grid 0.001 multi, {count} maps: {args.workers} processes "
+          f"{count / statistics.median(many):.1f} im/s vs {count / statistics.median(one):.1f} "
+          f"im/s with one: {ratio:.2f}x (control: a pure-Python loop in {args.workers} processes "
+          f"{statistics.median(control):.2f}x)")
 
 
 def main() -> None:
@@ -320,7 +385,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--images-fine", type=int, default=20,
                         help="images for the slow straightforward runs at the 0.001 grid")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes of the camkit eval scaling run (1: skip it)")
+    parser.add_argument("--workers-images", type=int, default=1000,
+                        help="maps of the camkit eval scaling run (written to a temporary folder)")
     parser.add_argument("--repeat", type=int, default=2, help="keep the best of N timings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", action="store_true",
@@ -352,7 +420,7 @@ def main() -> None:
         bench_boxes(family, maps64, gt_boxes, args)
     bench_pixels(maps64, args)
     if args.workers > 1:
-        bench_workers(maps64, gt_boxes, args)
+        bench_workers(args)
     print("all counts identical to the straightforward implementation")
     if args.markdown:
         print("<!-- markdown:start -->")
