@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from camkit.pooling import ThresholdedAvgPool, thresholded_avg_pool
     from camkit.threshold import PercentileThreshold, percentile_threshold
 
-_LAZY_SUBMODULES = ("boxes", "metrics", "data", "viz", "cli")
+#: Submodules reachable as attributes (``camkit.metrics.BoxAccuracy``), imported on first access.
+_LAZY_SUBMODULES = ("boxes", "cam", "cli", "cream", "data", "localizer", "metrics", "pooling",
+                    "threshold", "viz")
 
 #: Public name -> module that defines it (imported on first access).
 _LAZY_ATTRIBUTES = {

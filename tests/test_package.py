@@ -48,6 +48,11 @@ def test_public_names_load_on_first_use_and_stay():
     from camkit import cream_map
 
     assert cream_map.__module__ == "camkit.cream.em"
+    code = ("import camkit; print(camkit.cream.cream_map is camkit.cream_map, "
+            "camkit.threshold.percentile_threshold is camkit.percentile_threshold)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["True", "True"]  # submodules, as before the lazy import
 
 
 def test_score_map_evaluation_runs_without_torch():
