@@ -165,22 +165,10 @@ def camkit_correct(maps, gt_boxes, thresholds, multi_contour, compiled=False):
     return metric._state["correct"]
 
 
-#: Wall times of the last ``timed`` call (seconds), for the Markdown tables.
-_SAMPLES: list[float] = []
 #: Markdown rows collected during the run: (case, images, {implementation: samples}).
 _ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
 #: (workers, images, one-process samples, several-process samples, control ratios).
 _WORKERS: list[tuple[int, int, list[float], list[float], list[float]]] = []
-
-
-def timed(function, *args, repeat: int = 1, **kwargs):
-    """(value, best wall time over ``repeat`` runs); every run's time is kept in ``_SAMPLES``."""
-    _SAMPLES.clear()
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = function(*args, **kwargs)
-        _SAMPLES.append(time.perf_counter() - start)
-    return value, min(_SAMPLES)
 
 
 def interleaved(runs: dict, repeat: int) -> tuple[dict, dict[str, list[float]]]:
@@ -330,6 +318,11 @@ def _spin(iterations: int) -> int:
 _SPIN = 6_000_000
 
 
+def _spin_serially(times: int) -> None:
+    for _ in range(times):
+        _spin(_SPIN)
+
+
 def bench_workers(args) -> None:
     """``camkit eval --workers N`` against ``--workers 1``, as a user runs it: each process reads
     its own maps from disk, and the N-process time includes starting the pool.
@@ -351,27 +344,26 @@ def bench_workers(args) -> None:
         root = Path(tmp)
         _eval_folder(root, args.workers_images, args.seed)
         os.environ["CAMKIT_DISABLE_NUMBA"] = "1"  # every process runs the default install's path
-        results: dict[int, dict] = {}
-        samples: dict[int, list[float]] = {1: [], args.workers: []}
-        control: list[float] = []
-        for _ in range(args.repeat):  # alternated, so that a slow spell of the machine hits both
-            for workers in samples:
-                options = argparse.Namespace(
-                    scoremap_root=root / "maps", metadata_root=root / "metadata",
-                    dataset="CUB", split="test", mask_root=None, cam_curve_interval=0.001,
-                    multi_contour=True, iou_thresholds=[30, 50, 70], workers=workers,
-                    skip_missing=False, output=root / f"result-{workers}.json", no_progress=True)
-                with contextlib.redirect_stdout(io.StringIO()):
-                    timed(run_eval, options)
-                samples[workers] += _SAMPLES
-                results[workers] = json.loads(options.output.read_text(encoding="utf-8"))
-            _, serial = timed(lambda: [_spin(_SPIN) for _ in range(args.workers)])
-            _, parallel = timed(control_pool.map, _spin, [_SPIN] * args.workers)
-            control.append(serial / parallel)
+        options = {workers: argparse.Namespace(
+            scoremap_root=root / "maps", metadata_root=root / "metadata", dataset="CUB",
+            split="test", mask_root=None, cam_curve_interval=0.001, multi_contour=True,
+            iou_thresholds=[30, 50, 70], workers=workers, skip_missing=False,
+            output=root / f"result-{workers}.json", no_progress=True)
+            for workers in (1, args.workers)}
+        runs = {"one": partial(run_eval, options[1]),
+                "many": partial(run_eval, options[args.workers]),
+                "control one": partial(_spin_serially, args.workers),
+                "control many": partial(control_pool.map, _spin, [_SPIN] * args.workers)}
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, samples = interleaved(runs, args.repeat)
+        results = {workers: json.loads(options[workers].output.read_text(encoding="utf-8"))
+                   for workers in options}
         del os.environ["CAMKIT_DISABLE_NUMBA"]
     if results[1]["result"] != results[args.workers]["result"]:
         raise SystemExit(f"MISMATCH: camkit eval with {args.workers} workers and with one")
-    count, one, many = args.workers_images, samples[1], samples[args.workers]
+    count, one, many = args.workers_images, samples["one"], samples["many"]
+    control = [a / b for a, b in zip(samples["control one"], samples["control many"],
+                                     strict=True)]
     _WORKERS.append((args.workers, count, one, many, control))
     ratio = statistics.median(one) / statistics.median(many)
     print(f"camkit eval grid 0.001 multi, {count} maps: {args.workers} processes "
