@@ -269,6 +269,23 @@ def test_pixel_ap_errors():
         pixel_ap(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))
 
 
+def test_pixel_ap_refuses_other_mask_values_before_counting():
+    """Mask values are checked by the counting itself (a slot of their own): a value other than
+    0, 1 and 255 anywhere in the batch, here in the last map on a pixel whose score lies in a
+    cell of the binning table that an edge splits (0.07), is an error and nothing is counted."""
+    metric = PixelAP([0.0, 0.07, 0.5])
+    maps = np.full((3, 4, 4), 0.07)
+    masks = np.ones((3, 4, 4), dtype=np.uint8)
+    masks[2, 3, 3] = 7
+    with pytest.raises(ValueError, match=r"0, 1 and 255, got 7$"):
+        metric.update(maps, masks)
+    assert metric.num_images == 0
+    assert not metric._state["foreground"].any() and not metric._state["background"].any()
+    masks[2, 3, 3] = 255
+    metric.update(maps, masks)
+    assert metric._state["foreground"].sum() == 47 and metric.num_images == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # LocalizationAccuracy
 # ---------------------------------------------------------------------------------------------

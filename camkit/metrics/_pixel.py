@@ -43,15 +43,22 @@ def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
             raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got values in "
                              f"[{low}, {high}]")
         value = value.astype(np.uint8)
-    refused = (value > 1) & (value != IGNORE)  # uint8 comparisons: cheaper than a lookup
-    if refused.any():
-        raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {value[refused][0]!r}")
     return value
 
 
-#: Label slot of each mask value: 0 background, 1 foreground, 2 for the rest (255 only, once
-#: the masks are checked).
-_LABEL_SLOTS = np.minimum(np.arange(256), 2).astype(np.uint8)
+def _refuse_mask_values(masks: np.ndarray) -> None:
+    """``ValueError`` naming the first mask value other than 0, 1 and ``IGNORE`` (the label
+    slots found one; looked for only then)."""
+    refused = masks[(masks > 1) & (masks != IGNORE)]
+    raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {int(refused[0])}")
+
+
+#: Label slot of each mask value: 0 background, 1 foreground, 2 ignored (255), 3 refused (any
+#: other value: counting them is how the masks are checked, without a pass of their own).
+_LABEL_SLOTS = np.full(256, 3, dtype=np.uint8)
+_LABEL_SLOTS[[0, 1, IGNORE]] = 0, 1, 2
+#: Slots per bin: one per label slot.
+_SLOTS = 4
 
 #: Cells per unit score of the binning table: each score falls in cell ``floor(score * 2**16)``.
 _CELLS = 1 << 16
@@ -62,20 +69,20 @@ def _cell_table(edges: np.ndarray) -> tuple[np.ndarray, int]:
 
     Cell ``k`` holds the scores in ``[k / _CELLS, (k + 1) / _CELLS)``. When no edge lies strictly
     inside it, every score in it has the bin of ``k / _CELLS`` (numpy.histogram's left-closed
-    bins, -1 below the first edge) and the table holds ``3 * (bin + 1)``. A cell that an edge
+    bins, -1 below the first edge) and the table holds ``_SLOTS * (bin + 1)``. A cell that an edge
     splits gets a slot of its own from ``ambiguous_start`` on, so that its few pixels can be
     placed against the real edges afterwards. ``_CELLS + 1`` entries: a score of 1 is cell
     ``_CELLS``.
     """
     lower = np.arange(_CELLS + 1, dtype=np.float64) / _CELLS
     bins = np.searchsorted(edges, lower, side="right") - 1
-    table = 3 * (bins + 1)
+    table = _SLOTS * (bins + 1)
     # An edge strictly inside cell k: k / _CELLS < edge < (k + 1) / _CELLS.
     inner = edges[(edges > 0) & (edges < 1)]
     cells = np.floor(inner * _CELLS).astype(np.intp)
     split = np.unique(cells[cells / _CELLS < inner])
-    ambiguous_start = 3 * edges.size  # past the 3 * (bin + 1) + label slots of every bin
-    table[split] = ambiguous_start + 3 * np.arange(split.size)
+    ambiguous_start = _SLOTS * edges.size  # past the slots of every bin
+    table[split] = ambiguous_start + _SLOTS * np.arange(split.size)
     return table.astype(np.intp), ambiguous_start
 
 
@@ -134,7 +141,7 @@ class PixelAP(CountingState):
         super().__init__()
 
     def _count_map(self, scores: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """Counts of one map's pixels per ``3 * (bin + 1) + label`` slot.
+        """Counts of one map's pixels per ``_SLOTS * (bin + 1) + label`` slot.
 
         ``scores`` (float64) and ``labels`` (uint8, 0 background, 1 foreground, 2 ignored) are
         flat; ``index`` is an intp work buffer of the same size.
@@ -149,7 +156,7 @@ class PixelAP(CountingState):
         if counts.size > start:  # pixels in a cell that an edge splits: place them exactly
             ambiguous = np.flatnonzero(index >= start)
             bins = np.searchsorted(self._edges, scores[ambiguous], side="right")
-            slots = 3 * bins + (index[ambiguous] - start) % 3
+            slots = _SLOTS * bins + (index[ambiguous] - start) % _SLOTS
             counts = counts[:start] + np.bincount(slots, minlength=start)
         return counts
 
@@ -173,19 +180,21 @@ class PixelAP(CountingState):
         maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
         labels = as_masks(masks, maps.shape if maps.ndim == 3 else (1, *maps.shape))
         bins = self._edges.size - 1
-        counts = np.zeros(3 * (bins + 1), dtype=np.int64)
+        counts = np.zeros(_SLOTS * (bins + 1), dtype=np.int64)
         # Per map (a working set that stays in cache, in buffers allocated once: fresh
         # temporaries of a map's size cost page faults), one bincount over
-        # 3 * (bin + 1) + label with label 0 background, 1 foreground, 2 ignored (255 clipped
-        # to 2: masks hold only 0, 1, 255); bin -1, the scores below the first edge that
-        # numpy.histogram drops, lands in row 0.
+        # _SLOTS * (bin + 1) + label with label 0 background, 1 foreground, 2 ignored, 3 any
+        # other mask value (refused below, before the state changes); bin -1, the scores below
+        # the first edge that numpy.histogram drops, lands in row 0.
         pixels = labels[0].size
         index = np.empty(pixels, np.intp)
         label_slot = np.empty((1, pixels), np.uint8)
         for scores, label in zip(maps.reshape(labels.shape), labels, strict=True):
             cv2.LUT(label.reshape(1, -1), _LABEL_SLOTS, dst=label_slot)
             counts += self._count_map(scores.reshape(-1), label_slot[0], index)
-        per_label = counts.reshape(bins + 1, 3)
+        per_label = counts.reshape(bins + 1, _SLOTS)
+        if per_label[:, 3].any():
+            _refuse_mask_values(labels)
         self._state["background"] += per_label[1:, 0]
         self._state["foreground"] += per_label[1:, 1]
         self._state["num_images"] += labels.shape[0]
