@@ -24,7 +24,9 @@ IGNORE = 255
 
 
 def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
-    """Check masks of ``{0: background, 1: foreground, 255: ignore}`` (or bool) of ``shape``."""
+    """Masks of ``{0: background, 1: foreground, 255: ignore}`` (or bool) of ``shape``, as
+    uint8: kind, dtype, shape and (for wider dtypes) range are checked here; the values 2..254
+    of uint8 masks while ``PixelAP.update`` counts them (``_LABEL_SLOTS``)."""
     if is_tensor(value):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
