@@ -153,7 +153,7 @@ def straightforward_histograms(maps, masks, thresholds):
 
 
 # ---------------------------------------------------------------------------------------------
-# camkit, in one or several processes
+# camkit, in this process (and camkit eval with several, in bench_workers)
 # ---------------------------------------------------------------------------------------------
 def camkit_correct(maps, gt_boxes, thresholds, multi_contour, compiled=False):
     metric = BoxAccuracy(thresholds, multi_contour=multi_contour)
@@ -381,7 +381,9 @@ def main() -> None:
                         help="processes of the camkit eval scaling run (1: skip it)")
     parser.add_argument("--workers-images", type=int, default=1000,
                         help="maps of the camkit eval scaling run (written to a temporary folder)")
-    parser.add_argument("--repeat", type=int, default=2, help="keep the best of N timings")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="repeats, the implementations alternating in each (the printed "
+                             "lines keep the best, --markdown the median and min-max)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", action="store_true",
                         help="also print Markdown tables (medians and min-max)")

@@ -55,12 +55,14 @@ def _refuse_mask_values(masks: np.ndarray) -> None:
     raise ValueError(f"masks must hold only 0, 1 and {IGNORE}, got {int(refused[0])}")
 
 
-#: Label slot of each mask value: 0 background, 1 foreground, 2 ignored (255), 3 refused (any
-#: other value: counting them is how the masks are checked, without a pass of their own).
-_LABEL_SLOTS = np.full(256, 3, dtype=np.uint8)
+#: Label slot of the mask values other than 0, 1 and 255: counting them is how the masks are
+#: checked, without a pass of their own.
+_REFUSED = 3
+#: Label slot of each mask value: 0 background, 1 foreground, 2 ignored (255), else _REFUSED.
+_LABEL_SLOTS = np.full(256, _REFUSED, dtype=np.uint8)
 _LABEL_SLOTS[[0, 1, IGNORE]] = 0, 1, 2
 #: Slots per bin: one per label slot.
-_SLOTS = 4
+_SLOTS = _REFUSED + 1
 
 #: Cells per unit score of the binning table: each score falls in cell ``floor(score * 2**16)``.
 _CELLS = 1 << 16
@@ -145,8 +147,8 @@ class PixelAP(CountingState):
     def _count_map(self, scores: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
         """Counts of one map's pixels per ``_SLOTS * (bin + 1) + label`` slot.
 
-        ``scores`` (float64) and ``labels`` (uint8, 0 background, 1 foreground, 2 ignored) are
-        flat; ``index`` is an intp work buffer of the same size.
+        ``scores`` (float64) and ``labels`` (uint8, 0 background, 1 foreground, 2 ignored,
+        ``_REFUSED``) are flat; ``index`` is an intp work buffer of the same size.
         """
         # Exact (a power of two), then truncated to the cell (= floor for scores >= 0).
         np.multiply(scores, float(_CELLS), out=index, casting="unsafe")
@@ -185,8 +187,8 @@ class PixelAP(CountingState):
         counts = np.zeros(_SLOTS * (bins + 1), dtype=np.int64)
         # Per map (a working set that stays in cache, in buffers allocated once: fresh
         # temporaries of a map's size cost page faults), one bincount over
-        # _SLOTS * (bin + 1) + label with label 0 background, 1 foreground, 2 ignored, 3 any
-        # other mask value (refused below, before the state changes); bin -1, the scores below
+        # _SLOTS * (bin + 1) + label with label 0 background, 1 foreground, 2 ignored, _REFUSED
+        # any other mask value (refused below, before the state changes); bin -1, the scores below
         # the first edge that numpy.histogram drops, lands in row 0.
         pixels = labels[0].size
         index = np.empty(pixels, np.intp)
@@ -195,7 +197,7 @@ class PixelAP(CountingState):
             cv2.LUT(label.reshape(1, -1), _LABEL_SLOTS, dst=label_slot)
             counts += self._count_map(scores.reshape(-1), label_slot[0], index)
         per_label = counts.reshape(bins + 1, _SLOTS)
-        if per_label[:, 3].any():
+        if per_label[:, _REFUSED].any():
             _refuse_mask_values(labels)
         self._state["background"] += per_label[1:, 0]
         self._state["foreground"] += per_label[1:, 1]
