@@ -48,6 +48,7 @@ def compiled_always(monkeypatch):
     if not NUMBA:
         pytest.skip("numba (camkit[fast]) is not installed")
     monkeypatch.setattr(_levels, "_COMPILED_ABOVE", 0)
+    monkeypatch.setattr(_levels, "_TREE_ABOVE", 0)  # (every contour: the trees' rule applies)
 
 
 @pytest.fixture(params=["hole tree", "hole tree after counting", "hole search"])
@@ -377,6 +378,73 @@ def test_interior_extrema_count_pixels_off_the_edge_with_no_better_neighbour():
     m[3, 3] = 1.0  # a maximum, and a plateau: every pixel of it off the edge counts
     assert _trees._interior_extrema(_trees._better_neighbours(m, 8)) == 1
     assert _trees._interior_extrema(_trees._better_neighbours(np.full((4, 5), 0.5), 4)) == 6
+
+
+def test_local_maxima_count_pixels_above_each_4_neighbour():
+    m = np.zeros((6, 7))
+    m[0, 0], m[2, 3], m[5, 6] = 1.0, 0.5, 0.2  # strict maxima, on the edge or not
+    m[4, 1] = m[4, 2] = 0.7  # a flat top of two pixels: not counted
+    assert _levels._local_maxima(m) == 3
+    assert _levels._local_maxima(np.full((5, 5), 0.3)) == 0
+
+
+def cluttered_map(seed: int, size: int = 96) -> np.ndarray:
+    """Many small blobs (a fine feature grid upsampled): between one maximum per 500 pixels
+    and one per 64, and about 100 distinct levels at the 0.01 grid."""
+    low = np.random.default_rng(seed).random((14, 14))
+    high = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+    high -= high.min()
+    return high / high.max()
+
+
+@pytest.mark.parametrize("multi", [True, False])
+def test_cluttered_maps_get_the_trees_on_a_coarse_grid(multi, monkeypatch):
+    """Between _CLUTTERED_TREE_ABOVE and _TREE_ABOVE sets, the trees give the boxes of
+    cluttered maps only; smooth maps keep the per-level searches, and so do noisy maps in
+    single-contour mode. All equal the oracle."""
+    monkeypatch.setattr(_levels, "_USE_COMPILED", False)
+    calls = []
+    tree_level_boxes = _trees.tree_level_boxes
+    monkeypatch.setattr(_trees, "tree_level_boxes",
+                        lambda *args: calls.append(1) or tree_level_boxes(*args))
+    grid = threshold_grid(0.01)
+    cluttered = cluttered_map(3)
+    smooth = gaussian(96, 96, 30, 40, 12) + 0.6 * gaussian(96, 96, 70, 60, 9)
+    smooth /= smooth.max()
+    for scoremap in (cluttered, smooth):
+        q = quantize(scoremap)
+        sets = np.unique(q[q > 0]).size
+        assert _levels._CLUTTERED_TREE_ABOVE < min(sets, grid.size) <= _levels._TREE_ABOVE
+    assert _levels._local_maxima(cluttered) * _levels._PIXELS_PER_MAXIMUM_CLUTTERED > \
+        cluttered.size > _levels._local_maxima(cluttered) * _levels._PIXELS_PER_MAXIMUM_NOISY
+    assert _levels._local_maxima(smooth) * _levels._PIXELS_PER_MAXIMUM_CLUTTERED < smooth.size
+    assert_tree_equals_oracle(cluttered, grid, multi)
+    assert calls == [1]
+    assert_tree_equals_oracle(smooth, grid, multi)
+    assert calls == [1]
+    # With fewer sets than _CLUTTERED_TREE_ABOVE, cluttered maps are searched as well.
+    assert_tree_equals_oracle(cluttered, threshold_grid(0.02), multi)
+    assert calls == [1]
+    noisy = np.random.default_rng(4).random((96, 96))
+    assert _levels._local_maxima(noisy) * _levels._PIXELS_PER_MAXIMUM_NOISY > noisy.size
+    assert_tree_equals_oracle(noisy, grid, multi)
+    assert calls == ([1, 1] if multi else [1])
+
+
+@pytest.mark.skipif(not NUMBA, reason="numba (camkit[fast]) is not installed")
+@pytest.mark.parametrize("multi", [True, False])
+def test_compiled_path_follows_the_trees_rule_with_every_contour(multi, monkeypatch):
+    """Past _COMPILED_ABOVE sets the union-find gives the boxes in single mode; with every
+    contour only where the trees would (here: the cluttered map, not the smooth one)."""
+    calls = []
+    compiled_level_boxes = _compiled.compiled_level_boxes
+    monkeypatch.setattr(_compiled, "compiled_level_boxes",
+                        lambda *args: calls.append(1) or compiled_level_boxes(*args))
+    smooth = gaussian(96, 96, 30, 40, 12) + 0.6 * gaussian(96, 96, 70, 60, 9)
+    smooth /= smooth.max()
+    for scoremap in (smooth, cluttered_map(3)):
+        assert_tree_equals_oracle(scoremap, threshold_grid(0.01), multi)
+    assert calls == ([1] if multi else [1, 1])
 
 
 def test_tree_boxes_are_the_same_in_concurrent_threads(tree_always, hole_path):

@@ -29,8 +29,22 @@ _VECTORIZE_ABOVE = 12  # contour count above which bounding rectangles are compu
 #: Distinct sets above which the component trees replace most per-set contour searches: their
 #: cost is a few passes over the pixels, about that of this many searches on typical maps.
 _TREE_ABOVE = 120
+#: Past this many distinct sets (and up to ``_TREE_ABOVE``), cluttered maps get the trees too:
+#: with more than one local maximum per ``_PIXELS_PER_MAXIMUM_CLUTTERED`` pixels, a level
+#: holds many components, each a contour to trace, while a tree's cost barely grows with them.
+#: (The benchmark's 224x224 maps hold 24-64 maxima from a 14x14 feature grid, 180-235 from a
+#: cluttered 28x28 one; on the latter the trees win from about 70 sets.)
+_CLUTTERED_TREE_ABOVE = 72
+_PIXELS_PER_MAXIMUM_CLUTTERED = 500
+#: Except in single-contour mode on noisy maps, with a maximum per fewer pixels than this: the
+#: area bounds then settle few sets, which are searched anyway (and ``RETR_EXTERNAL`` skips
+#: the holes that make the searches of such maps slow with every contour).
+_PIXELS_PER_MAXIMUM_NOISY = 64
+#: Dilation kernel: a pixel's 4-neighbours, not the pixel itself.
+_NEIGHBOURS_4 = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.uint8)
 #: Distinct sets above which the compiled union-find (``camkit[fast]``), when installed, gives
-#: the boxes: it costs about as much as this many searches on smooth maps.
+#: the boxes in single-contour mode: it costs about as much as this many searches on smooth
+#: maps. With every contour it follows the trees' rule (``_trees_pay_off``).
 _COMPILED_ABOVE = 48
 #: Whether the compiled union-find (``camkit[fast]``) replaces the trees when numba is there;
 #: tests and the benchmark switch it off to time or check the default install's path.
@@ -68,6 +82,26 @@ def quantize(scoremap: np.ndarray) -> np.ndarray:
 def threshold_levels(thresholds: np.ndarray, max_value: int) -> np.ndarray:
     """``int(t * max_value)`` for each threshold (same float64 product as the protocol)."""
     return np.floor(thresholds * float(max_value)).astype(np.int64)
+
+
+def _trees_pay_off(scoremap: np.ndarray, sets: int, multi_contour: bool) -> bool:
+    """Whether the component trees should give the boxes of ``sets`` distinct sets of the map
+    rather than a contour search per set (``_TREE_ABOVE``, ``_CLUTTERED_TREE_ABOVE``)."""
+    if sets > _TREE_ABOVE:
+        return True
+    if sets <= _CLUTTERED_TREE_ABOVE:
+        return False
+    maxima = _local_maxima(scoremap)
+    cluttered = maxima * _PIXELS_PER_MAXIMUM_CLUTTERED > scoremap.size
+    return cluttered and (multi_contour or maxima * _PIXELS_PER_MAXIMUM_NOISY <= scoremap.size)
+
+
+def _local_maxima(scoremap: np.ndarray) -> int:
+    """Pixels higher than each of their 4-neighbours: a cheap measure of how many components
+    the level sets of the map hold (flat tops, as of a clipped map, do not count)."""
+    import cv2
+
+    return int(np.count_nonzero(scoremap > cv2.dilate(scoremap, _NEIGHBOURS_4)))
 
 
 def _first_at_least(prefix_max: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -189,9 +223,11 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
         multi_contour: every contour (outer and hole) or the single largest one.
         scoremap: the float64 map ``q`` came from. With it, boxes within a set come in no
             particular order, and the boxes of most sets come from the compiled union-find
-            (``camkit.boxes._compiled``, with numba, past ``_COMPILED_ABOVE`` sets) or else
-            the component trees (``camkit.boxes._trees``, past ``_TREE_ABOVE`` sets). Without
-            it, boxes are in ``cv2.findContours``' order.
+            (``camkit.boxes._compiled``, with numba, past ``_COMPILED_ABOVE`` sets in single
+            mode, where the trees would be used with every contour) or else
+            the component trees (``camkit.boxes._trees``, past ``_TREE_ABOVE`` sets, or past
+            ``_CLUTTERED_TREE_ABOVE`` on cluttered maps). Without it, boxes are in
+            ``cv2.findContours``' order.
         prune: ``(gt_boxes, iou)``, for IoUs of ``iou`` or more with ``gt_boxes`` (``(M, 4)``
             int64) only: sets none of whose boxes can reach it are not searched
             (``LevelBoxes.pruned``), and a set's search covers only the part of its crop where
@@ -216,12 +252,16 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
 
     from camkit.boxes import _compiled
 
+    trees = scoremap is not None and _trees_pay_off(scoremap, kept.size, multi_contour)
     compiled = None
-    if scoremap is not None and kept.size > _COMPILED_ABOVE and _USE_COMPILED:
+    # With every contour, the union-find costs more than the searches on the same maps as the
+    # trees do (it gives the holes too): it follows the trees' rule there.
+    if scoremap is not None and kept.size > _COMPILED_ABOVE and _USE_COMPILED and \
+            (trees or not multi_contour) and _compiled.available():
         compiled = _compiled.compiled_level_boxes(q, kept, multi_contour)
     if compiled is not None:
         tree_level, tree_boxes, search = compiled
-    elif scoremap is not None and kept.size > _TREE_ABOVE:
+    elif trees:
         from camkit.boxes._trees import tree_level_boxes
 
         tree_level, tree_boxes, search = tree_level_boxes(scoremap, q, kept, multi_contour)
