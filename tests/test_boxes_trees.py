@@ -397,6 +397,12 @@ def cluttered_map(seed: int, size: int = 96) -> np.ndarray:
     return high / high.max()
 
 
+def two_blobs(size: int = 96) -> np.ndarray:
+    """A smooth map: two Gaussian blobs, few maxima, about 100 distinct levels at 0.01."""
+    score = gaussian(size, size, 30, 40, 12) + 0.6 * gaussian(size, size, 70, 60, 9)
+    return score / score.max()
+
+
 @pytest.mark.parametrize("multi", [True, False])
 def test_cluttered_maps_get_the_trees_on_a_coarse_grid(multi, monkeypatch):
     """Between _CLUTTERED_TREE_ABOVE and _TREE_ABOVE sets, the trees give the boxes of
@@ -409,8 +415,7 @@ def test_cluttered_maps_get_the_trees_on_a_coarse_grid(multi, monkeypatch):
                         lambda *args: calls.append(1) or tree_level_boxes(*args))
     grid = threshold_grid(0.01)
     cluttered = cluttered_map(3)
-    smooth = gaussian(96, 96, 30, 40, 12) + 0.6 * gaussian(96, 96, 70, 60, 9)
-    smooth /= smooth.max()
+    smooth = two_blobs()
     for scoremap in (cluttered, smooth):
         q = quantize(scoremap)
         sets = np.unique(q[q > 0]).size
@@ -440,9 +445,7 @@ def test_compiled_path_follows_the_trees_rule_with_every_contour(multi, monkeypa
     compiled_level_boxes = _compiled.compiled_level_boxes
     monkeypatch.setattr(_compiled, "compiled_level_boxes",
                         lambda *args: calls.append(1) or compiled_level_boxes(*args))
-    smooth = gaussian(96, 96, 30, 40, 12) + 0.6 * gaussian(96, 96, 70, 60, 9)
-    smooth /= smooth.max()
-    for scoremap in (smooth, cluttered_map(3)):
+    for scoremap in (two_blobs(), cluttered_map(3)):
         assert_tree_equals_oracle(scoremap, threshold_grid(0.01), multi)
     assert calls == ([1] if multi else [1, 1])
 
