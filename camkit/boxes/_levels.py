@@ -257,7 +257,7 @@ def level_boxes(q: np.ndarray, levels: np.ndarray, *, multi_contour: bool,
     # With every contour, the union-find loses to the searches on the maps where the trees do
     # (smooth maps at the 0.01 grid, measured): it follows the trees' rule there.
     if scoremap is not None and kept.size > _COMPILED_ABOVE and _USE_COMPILED and \
-            (trees or not multi_contour) and _compiled.available():
+            (trees or not multi_contour):
         compiled = _compiled.compiled_level_boxes(q, kept, multi_contour)
     if compiled is not None:
         tree_level, tree_boxes, search = compiled
