@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-$(BIN)/.camkit-installed: pyproject.toml constraints.txt
+$(BIN)/.camkit-installed: pyproject.toml constraints.txt setup.py camkit/boxes/_union_find.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo,fast]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo]"
 	touch $@
 
 .PHONY: demo test lint bench

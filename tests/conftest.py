@@ -134,3 +134,26 @@ def gradcheck(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor, **kwargs: 
     options: dict[str, object] = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-4}
     options.update(kwargs)
     return torch.autograd.gradcheck(fn, prepared, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Box engine paths
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(params=["kernel", "search"])
+def box_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test taking ``box_path`` runs once with every multi-contour map on the compiled
+    kernel and once on the per-set contour searches (the fallback when it is not built).
+
+    CI builds the kernel: there its absence fails the test; elsewhere the kernel run is skipped.
+    """
+    from camkit.boxes import _engine
+
+    if request.param == "kernel":
+        if _engine.KERNEL is None:
+            if os.environ.get("CI"):
+                pytest.fail("the compiled box kernel (camkit.boxes._union_find) is not built")
+            pytest.skip("the compiled box kernel is not built")
+        monkeypatch.setattr(_engine, "_KERNEL_COST_IN_SCANS", -1)
+    else:
+        monkeypatch.setattr(_engine, "KERNEL", None)
+    return str(request.param)

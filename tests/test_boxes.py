@@ -1,4 +1,6 @@
-"""camkit.boxes: box IoU, boxes from score maps (against cv2.findContours), resizing."""
+"""camkit.boxes: box IoU, boxes from score maps (against cv2.findContours), resizing.
+
+Tests taking ``box_path`` run on the compiled kernel and on the per-set contour searches."""
 
 from __future__ import annotations
 
@@ -9,18 +11,30 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsol_reference import oracle_boxes, oracle_iou
 
-from camkit.boxes import box_iou, boxes_from_scoremap, resize_boxes, threshold_grid
+from camkit.boxes import (
+    ThresholdBoxes,
+    _engine,
+    box_iou,
+    boxes_from_scoremap,
+    resize_boxes,
+    threshold_boxes,
+    threshold_grid,
+)
 
 GRID = threshold_grid(0.01)
 
 
+def sorted_boxes(boxes: np.ndarray) -> np.ndarray:
+    return boxes[np.lexsort(boxes.T[::-1])]
+
+
 def assert_same_boxes(scoremap: np.ndarray, thresholds, multi_contour: bool) -> None:
     got = boxes_from_scoremap(scoremap, thresholds, multi_contour=multi_contour)
-    expected = oracle_boxes(scoremap.astype(np.float64), thresholds, multi_contour)
+    expected = oracle_boxes(np.asarray(scoremap, dtype=np.float64), thresholds, multi_contour)
     assert len(got) == len(expected)
     for t, (a, b) in enumerate(zip(got, expected, strict=True)):
         assert a.dtype == np.int64
-        np.testing.assert_array_equal(a, b, err_msg=f"threshold {thresholds[t]}")
+        np.testing.assert_array_equal(a, sorted_boxes(b), err_msg=f"threshold {thresholds[t]}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +80,7 @@ def gaussian(h: int, w: int, cy: float, cx: float, sigma: float) -> np.ndarray:
     return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
 
 
-def test_unimodal_map_gives_one_shrinking_box():
+def test_unimodal_map_gives_one_shrinking_box(box_path):
     scoremap = gaussian(40, 50, 20, 25, 8)
     boxes = boxes_from_scoremap(scoremap, GRID)
     assert all(b.shape == (1, 4) for b in boxes)
@@ -75,7 +89,7 @@ def test_unimodal_map_gives_one_shrinking_box():
     assert_same_boxes(scoremap, GRID, True)
 
 
-def test_multimodal_map_matches_oracle_in_both_modes():
+def test_multimodal_map_matches_oracle_in_both_modes(box_path):
     scoremap = gaussian(60, 60, 15, 15, 5) + 0.7 * gaussian(60, 60, 40, 45, 9)
     scoremap /= scoremap.max()
     assert max(len(b) for b in boxes_from_scoremap(scoremap, GRID)) == 2
@@ -83,7 +97,7 @@ def test_multimodal_map_matches_oracle_in_both_modes():
         assert_same_boxes(scoremap, threshold_grid(0.001), multi)
 
 
-def test_ring_gives_outer_and_hole_boxes():
+def test_ring_gives_outer_and_hole_boxes(box_path):
     scoremap = np.zeros((12, 12))
     scoremap[2:9, 3:10] = 1.0
     scoremap[4:7, 5:8] = 0.0  # a 3x3 hole inside a 7x7 square
@@ -95,7 +109,7 @@ def test_ring_gives_outer_and_hole_boxes():
     assert_same_boxes(scoremap, [0.0, 0.5], True)
 
 
-def test_one_pixel_lines_and_border_clamp():
+def test_one_pixel_lines_and_border_clamp(box_path):
     scoremap = np.zeros((10, 16))
     scoremap[0, :] = 1.0  # top row, full width: x1 clamped to W - 1
     scoremap[5, 7] = 0.8  # a single pixel
@@ -106,7 +120,7 @@ def test_one_pixel_lines_and_border_clamp():
         assert_same_boxes(scoremap, GRID, multi)
 
 
-def test_nothing_kept_gives_zero_box_and_full_map_gives_clamped_box():
+def test_nothing_kept_gives_zero_box_and_full_map_gives_clamped_box(box_path):
     zero = boxes_from_scoremap(np.zeros((8, 9)), [0.0, 0.5])
     assert [b.tolist() for b in zero] == [[[0, 0, 0, 0]], [[0, 0, 0, 0]]]
     full = boxes_from_scoremap(np.ones((8, 9)), [0.0, 0.99])
@@ -115,7 +129,7 @@ def test_nothing_kept_gives_zero_box_and_full_map_gives_clamped_box():
     assert boxes_from_scoremap(np.ones((8, 9)), [1.0])[0].tolist() == [[0, 0, 0, 0]]
 
 
-def test_strictly_greater_than_quantized_level():
+def test_strictly_greater_than_quantized_level(box_path):
     scoremap = np.zeros((6, 6))
     scoremap[1, 1] = 1.0
     scoremap[4, 4] = 128 / 255  # q = 128 = int(0.502 * 255): not kept at t = 0.502
@@ -134,7 +148,7 @@ def test_equal_area_tie_in_single_mode_matches_oracle():
     assert_same_boxes(scoremap, GRID, False)
 
 
-def test_single_mode_ties_among_many_components_rings_and_islands_match_oracle():
+def test_single_mode_ties_among_many_components_rings_and_islands_match_oracle(box_path):
     """Single mode searches outer contours only: ties between equal components, a thin ring
     whose hole contour has its outer contour's area, and an island in a hole pick the box the
     full contour tree picks."""
@@ -153,18 +167,15 @@ def test_single_mode_ties_among_many_components_rings_and_islands_match_oracle()
         assert_same_boxes((rng.random((16, 16)) > 0.6).astype(np.float64), [0.5], False)
 
 
-def test_float32_float16_and_torch_match_the_float64_oracle():
+def test_float32_float16_and_torch_match_the_float64_oracle(box_path):
     rng = np.random.default_rng(3)
     scoremap = rng.random((16, 20))
     for variant in (scoremap.astype(np.float32), scoremap.astype(np.float16)):
         assert_same_boxes(variant, GRID, True)
-    tensor = torch.from_numpy(scoremap.astype(np.float32))
-    got = boxes_from_scoremap(tensor, GRID)
-    expected = oracle_boxes(tensor.double().numpy(), GRID, True)
-    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert_same_boxes(torch.from_numpy(scoremap.astype(np.float32)), GRID, True)
 
 
-def test_batched_form_equals_per_map_calls():
+def test_batched_form_equals_per_map_calls(box_path):
     rng = np.random.default_rng(4)
     maps = rng.random((3, 10, 12))
     batched = boxes_from_scoremap(maps, GRID, multi_contour=False)
@@ -212,7 +223,7 @@ def test_scalar_threshold_is_refused_and_grid_checks_interval():
 def random_maps(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     height, width = draw(st.integers(1, 24)), draw(st.integers(1, 24))
-    kind = draw(st.sampled_from(["uniform", "levels", "binary", "smooth"]))
+    kind = draw(st.sampled_from(["uniform", "levels", "binary", "rings", "lines", "smooth"]))
     rng = np.random.default_rng(seed)
     if kind == "uniform":
         return rng.random((height, width))
@@ -220,20 +231,135 @@ def random_maps(draw):
         return rng.integers(0, draw(st.integers(2, 5)), (height, width)) / 4.0
     if kind == "binary":
         return (rng.random((height, width)) < draw(st.floats(0.1, 0.9))).astype(np.float64)
+    if kind == "rings":  # concentric rings: a hole inside every level, islands in the holes
+        yy, xx = np.mgrid[0:height, 0:width]
+        radius = np.hypot(yy - rng.uniform(0, height), xx - rng.uniform(0, width))
+        return 0.5 + 0.5 * np.cos(radius * rng.uniform(0.5, 2.0))
+    if kind == "lines":  # one-pixel lines, rows and columns touching the border, ties
+        score = np.zeros((height, width))
+        for _ in range(draw(st.integers(1, 6))):
+            value = rng.integers(1, 4) / 3.0
+            if rng.random() < 0.5:
+                score[rng.integers(0, height), rng.integers(0, width):] = value
+            else:
+                score[rng.integers(0, height):, rng.integers(0, width)] = value
+        return score
     score = sum(rng.uniform(0.2, 1) * gaussian(height, width, *rng.uniform(0, 24, 2),
                                                rng.uniform(1, 6)) for _ in range(3))
     return score / score.max()
 
 
 @given(scoremap=random_maps(), multi=st.booleans(),
-       interval=st.sampled_from([0.01, 0.001, 0.037]))
-def test_property_boxes_equal_find_contours(scoremap, multi, interval):
+       interval=st.sampled_from([0.05, 0.01, 0.001, 0.0001, 0.037]))
+def test_property_boxes_equal_find_contours(box_path, scoremap, multi, interval):
     assert_same_boxes(scoremap, threshold_grid(interval), multi)
 
 
 @given(scoremap=random_maps())
-def test_property_float32_maps_equal_oracle_of_upcast(scoremap):
+def test_property_float32_maps_equal_oracle_of_upcast(box_path, scoremap):
     assert_same_boxes(scoremap.astype(np.float32), GRID, True)
+
+
+def bicubic_map(seed: int, size: int, grid: int) -> np.ndarray:
+    """A CAM-like map: bicubic upsampling of a random ``grid x grid`` map, min-max normalized
+    (smooth for small grids, cluttered for large ones, pixel noise at ``grid == size``)."""
+    import cv2
+
+    coarse = np.random.default_rng(seed).random((grid, grid)).astype(np.float32)
+    upsampled = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+    return (upsampled - upsampled.min()) / (upsampled.max() - upsampled.min())
+
+
+@pytest.mark.parametrize(("size", "grid", "interval"),
+                         [(224, 14, 0.01), (224, 28, 0.001), (96, 96, 0.01), (112, 14, 0.0001)])
+def test_full_size_maps_equal_find_contours(box_path, size, grid, interval):
+    for seed in range(2):
+        assert_same_boxes(bicubic_map(seed, size, grid), threshold_grid(interval), True)
+
+
+# ---------------------------------------------------------------------------------------------
+# ThresholdBoxes: each box once, with its range of thresholds
+# ---------------------------------------------------------------------------------------------
+def test_threshold_boxes_store_each_box_once_with_its_range(box_path):
+    scoremap = np.zeros((10, 12))
+    scoremap[2:8, 2:9] = 0.5  # a plateau ...
+    scoremap[4:6, 4:6] = 1.0  # ... with a peak
+    result = threshold_boxes(scoremap, [0.0, 0.2, 0.6, 0.9, 1.0])
+    assert isinstance(result, ThresholdBoxes) and result.num_thresholds == 5
+    ranges = {tuple(box): (first, last) for box, first, last in zip(
+        result.boxes.tolist(), result.first.tolist(), result.last.tolist(), strict=True)}
+    # q = 127 on the plateau, 255 on the peak: thresholds 0 and 0.2 keep the plateau, 0.6 and
+    # 0.9 the peak, 1.0 nothing.
+    assert ranges == {(2, 2, 9, 8): (0, 1), (4, 4, 6, 6): (2, 3), (0, 0, 0, 0): (4, 4)}
+    assert result.at(1).tolist() == [[2, 2, 9, 8]]
+    assert [boxes.tolist() for boxes in result.per_threshold()] == [
+        [[2, 2, 9, 8]], [[2, 2, 9, 8]], [[4, 4, 6, 6]], [[4, 4, 6, 6]], [[0, 0, 0, 0]]]
+    with pytest.raises(IndexError, match="index"):
+        result.at(5)
+
+
+@given(scoremap=random_maps(), multi=st.booleans())
+def test_property_at_and_per_threshold_agree(box_path, scoremap, multi):
+    result = threshold_boxes(scoremap, threshold_grid(0.05), multi_contour=multi)
+    assert isinstance(result, ThresholdBoxes)
+    per_threshold = result.per_threshold()
+    assert len(per_threshold) == 20
+    for index, boxes in enumerate(per_threshold):
+        np.testing.assert_array_equal(boxes, result.at(index))
+        assert len(boxes) >= 1 and (len(boxes) == 1 or multi)
+    assert (result.first <= result.last).all()
+
+
+def test_batched_threshold_boxes_and_validation():
+    maps = np.stack([bicubic_map(0, 20, 4), np.zeros((20, 20))])
+    batched = threshold_boxes(torch.from_numpy(maps).float(), GRID)
+    assert isinstance(batched, list) and len(batched) == 2
+    assert batched[1].boxes.tolist() == [[0, 0, 0, 0]]
+    assert (batched[1].first.tolist(), batched[1].last.tolist()) == ([0], [99])
+    with pytest.raises(ValueError, match=r"scoremap must lie in \[0, 1\]"):
+        threshold_boxes(maps + 1, GRID)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled kernel and the rule between the paths
+# ---------------------------------------------------------------------------------------------
+def test_path_rule_searches_few_sets_and_runs_the_kernel_for_many(monkeypatch):
+    if _engine.KERNEL is None:
+        pytest.skip("the compiled box kernel is not built")
+    calls = []
+    kernel = _engine.KERNEL
+
+    class Spy:
+        @staticmethod
+        def level_boxes(q, wanted, holes):
+            calls.append(int(np.count_nonzero(wanted)))
+            return kernel.level_boxes(q, wanted, holes)
+
+    monkeypatch.setattr(_engine, "KERNEL", Spy)
+    scoremap = bicubic_map(0, 64, 8)
+    threshold_boxes(scoremap, [0.5])  # one set: one search scans at most the map once
+    threshold_boxes(scoremap, GRID, multi_contour=False)  # single mode: polygon areas
+    assert calls == []
+    threshold_boxes(scoremap, GRID)
+    assert len(calls) == 1 and calls[0] > 50
+
+
+def test_kernel_refuses_malformed_input():
+    kernel = _engine.KERNEL
+    if kernel is None:
+        pytest.skip("the compiled box kernel is not built")
+    wanted = np.zeros(256, dtype=np.uint8)
+    wanted[3] = 1
+    with pytest.raises(ValueError, match="2-D uint8"):
+        kernel.level_boxes(np.zeros((4, 4), dtype=np.int32), wanted, True)
+    with pytest.raises(ValueError, match="256 bytes"):
+        kernel.level_boxes(np.zeros((4, 4), dtype=np.uint8), wanted[:10], True)
+    with pytest.raises(ValueError, match="not present"):
+        kernel.level_boxes(np.zeros((4, 4), dtype=np.uint8), wanted, True)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernel.level_boxes(np.zeros((4, 8), dtype=np.uint8)[:, ::2], wanted, True)
+    assert kernel.level_boxes(np.zeros((4, 4), dtype=np.uint8), np.zeros(256, np.uint8),
+                              True) == b""
 
 
 # ---------------------------------------------------------------------------------------------

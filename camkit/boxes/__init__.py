@@ -14,13 +14,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from camkit._checks import check_size, is_tensor
+from camkit.boxes._engine import ThresholdBoxes, threshold_boxes_of_map
 from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
-from camkit.boxes._levels import box_iou_matrix, level_boxes, quantize, threshold_levels
+from camkit.boxes._levels import box_iou_matrix
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["box_iou", "boxes_from_scoremap", "resize_boxes", "threshold_grid"]
+__all__ = [
+    "ThresholdBoxes",
+    "box_iou",
+    "boxes_from_scoremap",
+    "resize_boxes",
+    "threshold_boxes",
+    "threshold_grid",
+]
 
 
 def threshold_grid(interval: float = 0.01) -> np.ndarray:
@@ -64,11 +72,38 @@ def box_iou(boxes_a: object, boxes_b: object) -> np.ndarray | torch.Tensor:
     return iou
 
 
-def _boxes_one_map(scoremap: np.ndarray, grid: np.ndarray, multi_contour: bool) -> list:
-    q = quantize(scoremap)
-    level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour)
-    blocks = [level.block(index) for index in range(level.starts.size)]
-    return [blocks[index].copy() for index in level.set_of_threshold.tolist()]
+def threshold_boxes(
+    scoremap: np.ndarray | torch.Tensor,
+    thresholds: Sequence[float] | np.ndarray,
+    *,
+    multi_contour: bool = True,
+) -> ThresholdBoxes | list[ThresholdBoxes]:
+    """Boxes of a score map at every threshold, by the protocol's contour procedure.
+
+    The map is quantized to ``q = uint8(map * 255)`` (truncation, computed in float64); at
+    threshold ``t`` the kept pixels are ``q > int(t * max(q))``; each 8-connected outer contour
+    and each hole contour of the kept region gives the box ``(x, y, x + w, y + h)`` of its
+    bounding rectangle, with ``x1`` clamped to ``W - 1`` and ``y1`` to ``H - 1``. Nothing kept
+    gives the single box ``(0, 0, 0, 0)``. With ``multi_contour=False`` only the contour of
+    largest polygon area (``cv2.contourArea``, the first of them on ties) is kept.
+
+    A box that several consecutive thresholds share is stored once with its range
+    (``ThresholdBoxes``), so the result of a fine grid costs little more than that of a coarse
+    one: a map has at most 255 distinct level sets.
+
+    Args:
+        scoremap (ndarray or Tensor[H, W] or [B, H, W]): float16/32/64, finite, in [0, 1].
+        thresholds: 1-D strictly increasing values in [0, 1], e.g. ``threshold_grid(0.01)``.
+        multi_contour: all contours (MaxBoxAccV2) or the largest one (MaxBoxAcc).
+
+    Returns:
+        A ``ThresholdBoxes`` for an ``(H, W)`` map; a list of ``B`` of them for ``(B, H, W)``.
+    """
+    maps = as_float64_maps(scoremap, "scoremap", ndim=(2, 3))
+    grid = as_thresholds(thresholds, "thresholds")
+    if maps.ndim == 2:
+        return threshold_boxes_of_map(maps, grid, bool(multi_contour))
+    return [threshold_boxes_of_map(single, grid, bool(multi_contour)) for single in maps]
 
 
 def boxes_from_scoremap(
@@ -79,12 +114,8 @@ def boxes_from_scoremap(
 ) -> list:
     """Boxes of a score map at each threshold, by the protocol's contour procedure.
 
-    The map is quantized to ``q = uint8(map * 255)`` (truncation, computed in float64); at
-    threshold ``t`` the kept pixels are ``q > int(t * max(q))``; each 8-connected outer contour
-    and each hole contour of the kept region gives the box ``(x, y, x + w, y + h)`` of its
-    bounding rectangle, with ``x1`` clamped to ``W - 1`` and ``y1`` to ``H - 1``. Nothing kept
-    gives the single box ``(0, 0, 0, 0)``. With ``multi_contour=False`` only the contour of
-    largest polygon area (``cv2.contourArea``) is kept.
+    The same boxes as ``threshold_boxes`` (see there for the procedure), listed threshold by
+    threshold.
 
     Args:
         scoremap (ndarray or Tensor[H, W] or [B, H, W]): float16/32/64, finite, in [0, 1].
@@ -93,13 +124,12 @@ def boxes_from_scoremap(
 
     Returns:
         For an ``(H, W)`` map, a list with one ``(n_t, 4)`` int64 array per threshold, boxes
-        in ``cv2.findContours``' order; for ``(B, H, W)``, a list of ``B`` such lists.
+        sorted by ``x0, y0, x1, y1``; for ``(B, H, W)``, a list of ``B`` such lists.
     """
-    maps = as_float64_maps(scoremap, "scoremap", ndim=(2, 3))
-    grid = as_thresholds(thresholds, "thresholds")
-    if maps.ndim == 2:
-        return _boxes_one_map(maps, grid, bool(multi_contour))
-    return [_boxes_one_map(single, grid, bool(multi_contour)) for single in maps]
+    result = threshold_boxes(scoremap, thresholds, multi_contour=multi_contour)
+    if isinstance(result, ThresholdBoxes):
+        return result.per_threshold()
+    return [single.per_threshold() for single in result]
 
 
 def resize_boxes(

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camkit.boxes import threshold_grid
+from camkit.boxes import ThresholdBoxes, box_iou, threshold_boxes, threshold_grid
 from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
-from camkit.boxes._levels import best_iou_per_threshold, level_boxes, quantize, threshold_levels
 from camkit.metrics._state import CountingState, as_image_list
 
 if TYPE_CHECKING:
@@ -19,23 +18,23 @@ if TYPE_CHECKING:
 __all__ = ["BoxAccuracy", "BoxAccuracyResult", "box_accuracy"]
 
 
-def best_iou_at_thresholds(
-    scoremap: np.ndarray, grid: np.ndarray, gt_boxes: np.ndarray, multi_contour: bool,
-    at_least: float = 0.0,
-) -> np.ndarray:
-    """``(T,)`` best IoU between the boxes of a float64 map at each threshold and ``gt_boxes``.
+def correct_at_thresholds(boxes: ThresholdBoxes, gt_boxes: np.ndarray,
+                          iou_thresholds: np.ndarray) -> np.ndarray:
+    """``(len(iou_thresholds), T)`` bool: whether a box of the map at each threshold reaches
+    each IoU threshold with one of ``gt_boxes``.
 
-    With ``at_least > 0``, best IoUs below it report 0, and the searches that could only find
-    such IoUs are skipped (enough for counting IoUs ``>= at_least``, all the metrics need).
+    A box reaching IoU ``d`` counts for its whole threshold range: the ranges are added up
+    through a difference array, one ``bincount`` pair per IoU threshold.
     """
-    q = quantize(scoremap)
-    prune = (gt_boxes, at_least) if at_least > 0 else None
-    level = level_boxes(q, threshold_levels(grid, int(q.max())), multi_contour=multi_contour,
-                        scoremap=scoremap, prune=prune)
-    best = best_iou_per_threshold(level, gt_boxes)
-    if at_least > 0:  # pruned searches give no exact value below it: none is reported
-        best[best < at_least] = 0.0
-    return best
+    best = np.asarray(box_iou(boxes.boxes, gt_boxes)).max(axis=1)
+    size = boxes.num_thresholds + 1
+    reached = np.empty((iou_thresholds.size, boxes.num_thresholds), dtype=bool)
+    for row, iou in enumerate(iou_thresholds.tolist()):
+        hit = best >= iou
+        change = np.bincount(boxes.first[hit], minlength=size) - \
+            np.bincount(boxes.last[hit] + 1, minlength=size)
+        reached[row] = np.cumsum(change[:-1]) > 0
+    return reached
 
 
 def split_batch(scoremaps: object, gt_boxes: object) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -138,13 +137,11 @@ class BoxAccuracy(CountingState):
                 maps' pixel grid (``resize_boxes`` maps original-image boxes there).
         """
         maps, boxes = split_batch(scoremaps, gt_boxes)
-        levels = np.asarray(self.iou_thresholds)[:, None]
-        lowest = min(self.iou_thresholds)
+        per_map = threshold_boxes(maps, self.thresholds, multi_contour=self.multi_contour)
+        iou_thresholds = np.asarray(self.iou_thresholds)
         correct = self._state["correct"]
-        for scoremap, gt in zip(maps, boxes, strict=True):
-            best = best_iou_at_thresholds(scoremap, self.thresholds, gt, self.multi_contour,
-                                          at_least=lowest)
-            correct += best[None, :] >= levels
+        for map_boxes, gt in zip(per_map, boxes, strict=True):
+            correct += correct_at_thresholds(map_boxes, gt, iou_thresholds)
         self._state["num_images"] += maps.shape[0]
 
     def compute(self) -> BoxAccuracyResult:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from camkit._checks import check_finite_number
-from camkit.metrics._box import best_iou_at_thresholds, split_batch
+from camkit.boxes import ThresholdBoxes, threshold_boxes
+from camkit.metrics._box import correct_at_thresholds, split_batch
 from camkit.metrics._state import CountingState
 
 if TYPE_CHECKING:
@@ -129,9 +130,14 @@ class LocalizationAccuracy(CountingState):
         in_top5 = (top == targets[:, None]).any(dim=1).numpy()
         in_top1 = (top[:, 0] == targets).numpy()
         thresholds = self.box_thresholds(maps)
+        iou_threshold = np.array([self.iou_threshold])
         for index, (scoremap, gt, t) in enumerate(zip(maps, boxes, thresholds, strict=True)):
-            best = best_iou_at_thresholds(scoremap, np.array([t]), gt, self.multi_contour)[0]
-            if best >= self.iou_threshold:
+            # A threshold at or past 1 keeps nothing, as 1 does: q > int(t * max(q)) >= max(q).
+            map_boxes = threshold_boxes(scoremap, [min(float(t), 1.0)],
+                                        multi_contour=self.multi_contour)
+            if not isinstance(map_boxes, ThresholdBoxes):
+                raise TypeError("threshold_boxes of one (H, W) map gives one ThresholdBoxes")
+            if correct_at_thresholds(map_boxes, gt, iou_threshold)[0, 0]:
                 self._state["gt_known"] += 1
                 self._state["top1"] += int(in_top1[index])
                 self._state["top5"] += int(in_top5[index])
