@@ -3,18 +3,19 @@
 The straightforward implementation, written below, follows the reference protocol code line by
 line: per threshold ``cv2.threshold`` + ``cv2.findContours`` + ``cv2.boundingRect``, one IoU
 matrix over all boxes, and per threshold the max over its slice of ``iou.max(1)`` (recomputed
-for every threshold, as the reference does). A "lean" variant hoists that max out of the loop.
-Both run in this process, on the same maps, and every count is checked for equality.
+for every threshold, as the reference does). It runs in this process, on the same maps, beside
+camkit with its compiled kernel ("kernel") and camkit with the kernel switched off ("fallback",
+one contour search per distinct level set, what an install without a compiler runs); every count
+is checked for equality. The "passes" column times the kernel's two union-find passes alone on
+the same maps (already quantized), and "update/passes" is the whole ``BoxAccuracy.update`` of
+the kernel path over that.
 
-"camkit" is the default install (NumPy and OpenCV); when numba is installed (``camkit[fast]``)
-a separate "camkit[fast]" column times the compiled path, which the default install then
-uses automatically. ``--workers N`` times ``camkit eval`` (default path) with N processes
-against one, on ``--workers-images`` maps written to a temporary folder.
+Maps: CAM-like maps (Gaussian blobs on a 14x14 feature grid, upsampled bicubically; "cluttered"
+from a 28x28 grid with more background), and pixel noise; GT boxes: real CUB test boxes (a
+subset), scaled with the protocol's truncation. ``--kernel-cost`` prints the kernel's cost per
+map in full-map contour searches (``camkit.boxes._engine._KERNEL_COST_IN_SCANS``).
 
-Maps: smooth 224x224 maps made of Gaussian blobs of several sizes; GT boxes: the real CUB test
-boxes (a subset), scaled to 224 with the protocol's truncation.
-
-    python benchmarks/bench_metrics.py --images 100 --workers 2
+    python benchmarks/bench_metrics.py --repeat 3 --workers 2
 
 ``--markdown`` also prints the results as Markdown tables (medians with min–max over the
 repeats), between ``<!-- markdown:start -->`` and ``<!-- markdown:end -->`` lines, for
@@ -39,19 +40,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from camkit._environment import cpu_model  # noqa: E402
-from camkit.boxes import _compiled, _levels, boxes_from_scoremap, threshold_grid  # noqa: E402
+from camkit.boxes import _engine, threshold_grid  # noqa: E402
+from camkit.boxes._levels import level_sets, quantize  # noqa: E402
 from camkit.metrics import BoxAccuracy, PixelAP  # noqa: E402
 
 CUB_TEST = REPO.parent / "shared" / "wsol-metadata" / "CUB" / "test"
-SIZE = 224
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
-def blob_map(rng: np.random.Generator, grid: int = 14, clutter: float = 0.15) -> np.ndarray:
+def blob_map(rng: np.random.Generator, grid: int = 14, clutter: float = 0.15,
+             size: int = 224) -> np.ndarray:
     """A CAM-like map: Gaussian blobs of several sizes plus clutter on a ``grid`` x ``grid``
-    feature grid, upsampled bicubically to 224x224 (as CAMs are) and min-max normalized."""
+    feature grid, upsampled bicubically to ``size`` x ``size`` (as CAMs are) and min-max
+    normalized; ``grid == 0`` gives uniform pixel noise."""
+    if grid == 0:
+        return rng.random((size, size))
     yy, xx = np.mgrid[0:grid, 0:grid].astype(np.float64)
     score = clutter * rng.random((grid, grid))
     for _ in range(rng.integers(1, 5)):
@@ -59,14 +64,32 @@ def blob_map(rng: np.random.Generator, grid: int = 14, clutter: float = 0.15) ->
         sy, sx = rng.uniform(0.04, 0.3, 2) * grid
         score += rng.uniform(0.3, 1.0) * np.exp(-((yy - cy) ** 2 / (2 * sy**2)
                                                   + (xx - cx) ** 2 / (2 * sx**2)))
-    score = cv2.resize(score, (SIZE, SIZE), interpolation=cv2.INTER_CUBIC)
+    score = cv2.resize(score, (size, size), interpolation=cv2.INTER_CUBIC)
     score -= score.min()
     return score / score.max()
 
 
 #: name -> (feature grid, clutter amplitude): VGG-like 14x14 smooth maps, ResNet-like 28x28
-#: maps with more background clutter (more contours per threshold).
-MAP_FAMILIES = {"smooth 14x14": (14, 0.15), "cluttered 28x28": (28, 0.4)}
+#: maps with more background clutter (more contours per threshold), pixel noise (the most
+#: contours: the straightforward implementation takes seconds a map on fine grids).
+MAP_FAMILIES = {"smooth": (14, 0.15), "cluttered": (28, 0.4), "noisy": (0, 0.0)}
+
+#: The rows: (family, size, grid interval, multi_contour, maps). The number of maps keeps each
+#: straightforward run near a second (its cost grows with the thresholds; noise costs it about
+#: 4 ms a threshold at 224x224, so noise at the 0.0001 grid, 45 s a map, is left out).
+CASES = [
+    *[("smooth", 224, interval, True, maps)
+      for interval, maps in ((0.05, 40), (0.01, 20), (0.001, 4), (0.0001, 1))],
+    *[("cluttered", 224, interval, True, maps)
+      for interval, maps in ((0.05, 40), (0.01, 20), (0.001, 4), (0.0001, 1))],
+    *[("noisy", 224, interval, True, maps)
+      for interval, maps in ((0.05, 2), (0.01, 1), (0.001, 1))],
+    *[("smooth", size, interval, True, maps)
+      for size, interval, maps in ((112, 0.01, 40), (112, 0.001, 8), (448, 0.01, 8),
+                                   (448, 0.001, 2))],
+    *[(family, 224, 0.01, False, maps)
+      for family, maps in (("smooth", 20), ("cluttered", 20), ("noisy", 1))],
+]
 
 
 def cub_boxes(count: int) -> list[np.ndarray]:
@@ -124,16 +147,15 @@ def straightforward_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
     return iou
 
 
-def straightforward_correct(maps, gt_boxes, thresholds, iou_thresholds, multi_contour, lean):
+def straightforward_correct(maps, gt_boxes, thresholds, iou_thresholds, multi_contour):
     correct = np.zeros((len(iou_thresholds), len(thresholds)), dtype=np.int64)
     for scoremap, gt in zip(maps, gt_boxes, strict=True):
         scoremap = scoremap.astype(np.float64)  # the protocol takes float64 maps only
         boxes, counts = straightforward_boxes(scoremap, thresholds, multi_contour)
         iou = straightforward_iou(np.concatenate(boxes, axis=0), gt)
-        per_box = iou.max(1) if lean else None
         best, start = [], 0
         for count in counts:
-            rows = per_box if lean else iou.max(1)  # the reference recomputes it every time
+            rows = iou.max(1)  # the reference recomputes it for every threshold
             best.append(max(rows[start:start + count]))
             start += count
         for row, iou_threshold in enumerate(iou_thresholds):
@@ -155,18 +177,40 @@ def straightforward_histograms(maps, masks, thresholds):
 # ---------------------------------------------------------------------------------------------
 # camkit, in this process (and camkit eval with several, in bench_workers)
 # ---------------------------------------------------------------------------------------------
-def camkit_correct(maps, gt_boxes, thresholds, multi_contour, compiled=False):
+def camkit_correct(maps, gt_boxes, thresholds, multi_contour, kernel=True):
     metric = BoxAccuracy(thresholds, multi_contour=multi_contour)
-    _levels._USE_COMPILED = compiled
+    saved = _engine.KERNEL
+    if not kernel:
+        _engine.KERNEL = None
     try:
         metric.update(maps, gt_boxes)
     finally:
-        _levels._USE_COMPILED = False
-    return metric._state["correct"]
+        _engine.KERNEL = saved
+    return metric.state_dict()["state"]["correct"]
+
+
+def kernel_passes(quantized, wanted) -> None:
+    for q, levels in zip(quantized, wanted, strict=True):
+        _engine.KERNEL.level_boxes(q, levels, True)
+
+
+def wanted_levels(maps, thresholds) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The quantized maps and the kernel's ``wanted`` table of each (as BoxAccuracy builds)."""
+    quantized, wanted = [], []
+    for scoremap in maps:
+        q = quantize(scoremap.astype(np.float64))
+        table = np.zeros(256, dtype=np.uint8)
+        table[level_sets(q, thresholds).kept] = 1
+        quantized.append(q)
+        wanted.append(table)
+    return quantized, wanted
 
 
 #: Markdown rows collected during the run: (case, images, {implementation: samples}).
 _ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
+_PIXEL_ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
+#: (map family, kernel time over one full-map search, per map).
+_KERNEL_COSTS: list[tuple[str, list[float]]] = []
 #: (workers, images, one-process samples, several-process samples, control ratios).
 _WORKERS: list[tuple[int, int, list[float], list[float], list[float]]] = []
 
@@ -199,28 +243,41 @@ def _rate(count: int, samples: list[float]) -> str:
     return f"{statistics.median(rates):.1f} ({rates[0]:.1f}–{rates[-1]:.1f})"
 
 
+def _ratio(baseline: list[float], samples: list[float] | None) -> str:
+    if not samples:
+        return "–"
+    return f"{statistics.median(baseline) / statistics.median(samples):.2f}×"
+
+
 def markdown_tables(args) -> str:
     lines = [f"Machine: {_machine()}.", "",
-             f"{args.images} maps of 224×224 per family ({args.images_fine} at the 0.001 grid), "
-             f"real CUB test boxes, one process, {args.repeat} repeats; images/s as median "
-             "(min–max); ratio = median time of the baseline / median time of camkit.", "",
-             "| case | images | straightforward (im/s) | lean (im/s) | camkit (im/s) "
-             "| ratio | ratio vs lean | camkit[fast] (im/s) | ratio [fast] |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Maps of the size given, real CUB test boxes, one process, {args.repeat} repeats; "
+             "images/s as median (min–max); ratio = median time of the straightforward "
+             "implementation / median time of camkit; update/passes = camkit's whole update "
+             "(kernel path) / the kernel's union-find passes alone.", "",
+             "| case | maps | straightforward (im/s) | camkit, kernel (im/s) | ratio "
+             "| camkit, fallback (im/s) | ratio | update/passes |",
+             "|---|---|---|---|---|---|---|---|"]
     for case, count, samples in _ROWS:
-        fast = statistics.median(samples["camkit"])
         ref = samples["straightforward"]
-        lean = samples.get("lean")
-        compiled = samples.get("camkit[fast]")
-        compiled_ratio = (f"{statistics.median(ref) / statistics.median(compiled):.2f}×"
-                          if compiled else "–")
+        kernel, fallback = samples.get("kernel"), samples.get("fallback")
+        passes = samples.get("passes")
+        overhead = (f"{statistics.median(kernel) / statistics.median(passes):.2f}"
+                    if kernel and passes else "–")
         lines.append(
             f"| {case} | {count} | {_rate(count, ref)} | "
-            f"{_rate(count, lean) if lean else '–'} | {_rate(count, samples['camkit'])} | "
-            f"{statistics.median(ref) / fast:.2f}× | "
-            f"{f'{statistics.median(lean) / fast:.2f}×' if lean else '–'} | "
-            f"{_rate(count, compiled) if compiled else '–'} | "
-            f"{compiled_ratio} |")
+            f"{_rate(count, kernel) if kernel else '–'} | {_ratio(ref, kernel)} | "
+            f"{_rate(count, fallback) if fallback else '–'} | {_ratio(ref, fallback)} | "
+            f"{overhead} |")
+    for case, count, samples in _PIXEL_ROWS:
+        lines += ["", f"{case}, {count} maps: straightforward "
+                  f"{_rate(count, samples['straightforward'])} im/s, camkit "
+                  f"{_rate(count, samples['camkit'])} im/s, "
+                  f"{_ratio(samples['straightforward'], samples['camkit'])}"]
+    for family, costs in _KERNEL_COSTS:
+        lines += ["", f"Kernel cost on {family} 224×224 maps, in full-map contour searches "
+                  f"(`_KERNEL_COST_IN_SCANS` is {_engine._KERNEL_COST_IN_SCANS}): median "
+                  f"{statistics.median(costs):.1f} (min–max {min(costs):.1f}–{max(costs):.1f})."]
     for workers, count, one, many, control in _WORKERS:
         lines += ["", f"Scaling with processes (`camkit eval`, grid 0.001, all contours, {count} "
                   f"smooth float32 maps read from disk by the workers, pool start included): "
@@ -232,39 +289,76 @@ def markdown_tables(args) -> str:
     return "\n".join(lines)
 
 
-def bench_boxes(family, maps64, gt_boxes, args):
-    for interval, count in ((0.01, len(maps64)), (0.001, min(len(maps64), args.images_fine))):
+def bench_boxes(gt_boxes, args) -> None:
+    for family, size, interval, multi_contour, count in CASES:
+        grid, clutter = MAP_FAMILIES[family]
+        rng = np.random.default_rng(args.seed)
+        maps = np.stack([blob_map(rng, grid, clutter, size) for _ in range(count)])
+        scale = size / 224
+        boxes = [np.trunc(box * scale).astype(np.int64) for box in gt_boxes[:count]]
         thresholds = threshold_grid(interval)
-        for multi_contour in (True, False):
-            for dtype in (np.float64, np.float32):
-                maps, boxes = maps64[:count].astype(dtype), gt_boxes[:count]
-                run = (maps, boxes, list(thresholds), (0.3, 0.5, 0.7), multi_contour)
-                camkit_run = (maps, boxes, thresholds, multi_contour)
-                runs = {"straightforward": partial(straightforward_correct, *run, lean=False),
-                        "lean": partial(straightforward_correct, *run, lean=True),
-                        "camkit": partial(camkit_correct, *camkit_run)}
-                if args.compiled:
-                    runs["camkit[fast]"] = partial(camkit_correct, *camkit_run, compiled=True)
-                values, samples = interleaved(runs, args.repeat)
-                expected = values.pop("straightforward")
-                results = list(values.values())
-                t_ref, t_lean, t_fast = (min(samples[key])
-                                         for key in ("straightforward", "lean", "camkit"))
-                compiled_note = ""
-                if args.compiled:
-                    t_compiled = min(samples["camkit[fast]"])
-                    compiled_note = f" {count / t_compiled:10.1f} {t_ref / t_compiled:6.1f}x"
-                if not all(np.array_equal(expected, result) for result in results):
-                    raise SystemExit(f"MISMATCH: {family}, grid {interval}, multi={multi_contour}")
-                name = (f"{family} grid {interval} {'multi ' if multi_contour else 'single'}"
-                        f" {np.dtype(dtype).name}")
-                _ROWS.append((name, count, samples))
-                print(f"{name:44s} {count / t_ref:12.1f} im/s {count / t_lean:10.1f} "
-                      f"{count / t_fast:10.1f} {t_ref / t_fast:6.1f}x {t_lean / t_fast:10.1f}x"
-                      f"{compiled_note}")
+        runs = {"straightforward": partial(straightforward_correct, maps, boxes,
+                                           list(thresholds), (0.3, 0.5, 0.7), multi_contour)}
+        if _engine.KERNEL is not None:
+            runs["kernel"] = partial(camkit_correct, maps, boxes, thresholds, multi_contour)
+        runs["fallback"] = partial(camkit_correct, maps, boxes, thresholds, multi_contour,
+                                   kernel=False)
+        if _engine.KERNEL is not None and multi_contour:
+            runs["passes"] = partial(kernel_passes, *wanted_levels(maps, thresholds))
+        values, samples = interleaved(runs, args.repeat)
+        expected = values.pop("straightforward")
+        for name in ("kernel", "fallback"):
+            if name in values and not np.array_equal(expected, values[name]):
+                raise SystemExit(f"MISMATCH ({name}): {family} {size} grid {interval} "
+                                 f"multi={multi_contour}")
+        case = (f"{family} {size}² grid {interval} "
+                f"{'all contours' if multi_contour else 'largest contour'}")
+        _ROWS.append((case, count, samples))
+        ref = statistics.median(samples["straightforward"])
+        cells = [f"{case:44s} {count / ref:9.1f} im/s"]
+        for name in ("kernel", "fallback"):
+            if name in samples:
+                time_ = statistics.median(samples[name])
+                cells.append(f"{name} {count / time_:8.1f} im/s {ref / time_:6.2f}x")
+        if "passes" in samples and "kernel" in samples:
+            overhead = statistics.median(samples["kernel"]) / statistics.median(samples["passes"])
+            cells.append(f"update/passes {overhead:.2f}")
+        print("  ".join(cells), flush=True)
 
 
-def bench_pixels(maps64, args):
+def bench_kernel_cost(args) -> None:
+    """The kernel's two passes on a map, in units of one contour search of the whole map
+    (threshold at the map's median, ``findContours`` with every contour, bounding boxes)."""
+    if _engine.KERNEL is None:
+        return
+    for family in ("smooth", "cluttered"):
+        grid, clutter = MAP_FAMILIES[family]
+        rng = np.random.default_rng(args.seed)
+        costs = []
+        for _ in range(10):
+            q = quantize(blob_map(rng, grid, clutter))
+            wanted = np.zeros(256, dtype=np.uint8)
+            present = np.flatnonzero(np.bincount(q.ravel(), minlength=256))
+            wanted[present[present > 0]] = 1
+            level = int(np.median(q))
+
+            def search(q=q, level=level) -> None:
+                binary = (q > level).view(np.uint8)
+                for contour in cv2.findContours(binary, cv2.RETR_TREE,
+                                                cv2.CHAIN_APPROX_SIMPLE)[0]:
+                    cv2.boundingRect(contour)
+
+            _, samples = interleaved({"kernel": partial(_engine.KERNEL.level_boxes, q, wanted,
+                                                        True), "search": search}, 20)
+            costs.append(min(samples["kernel"]) / min(samples["search"]))
+        _KERNEL_COSTS.append((family, costs))
+        print(f"kernel cost on {family} maps: {statistics.median(costs):.1f} full-map searches "
+              f"({min(costs):.1f}–{max(costs):.1f})", flush=True)
+
+
+def bench_pixels(args) -> None:
+    rng = np.random.default_rng(args.seed)
+    maps64 = np.stack([blob_map(rng) for _ in range(args.images)])
     thresholds = threshold_grid(0.01)
     masks = np.where(maps64 > 0.5, 1, 0).astype(np.uint8)
     masks[(maps64 > 0.4) & (maps64 <= 0.5)] = 255
@@ -278,13 +372,14 @@ def bench_pixels(maps64, args):
         {"straightforward": partial(straightforward_histograms, maps64, masks, thresholds),
          "camkit": camkit_histograms}, args.repeat)
     (fg, bg), metric = values["straightforward"], values["camkit"]
-    t_ref, t_fast = min(samples["straightforward"]), min(samples["camkit"])
-    _ROWS.append(("PixelAP grid 0.01 (vs two np.histogram)", len(maps64), samples))
-    if not (np.array_equal(fg, metric._state["foreground"])
-            and np.array_equal(bg, metric._state["background"])):
+    state = metric.state_dict()["state"]
+    if not (np.array_equal(fg, state["foreground"]) and np.array_equal(bg, state["background"])):
         raise SystemExit("MISMATCH in PixelAP histograms")
-    print(f"{'PixelAP grid 0.01 (vs two np.histogram)':44s} {len(maps64) / t_ref:12.1f} im/s "
-          f"{'':10s} {len(maps64) / t_fast:10.1f} {t_ref / t_fast:6.1f}x")
+    _PIXEL_ROWS.append(("PixelAP grid 0.01 (against two np.histogram per map)", len(maps64),
+                        samples))
+    ref, fast = statistics.median(samples["straightforward"]), statistics.median(samples["camkit"])
+    print(f"PixelAP grid 0.01, {len(maps64)} maps: straightforward {len(maps64) / ref:.1f} im/s, "
+          f"camkit {len(maps64) / fast:.1f} im/s, {ref / fast:.2f}x", flush=True)
 
 
 def _eval_folder(root: Path, count: int, seed: int) -> None:
@@ -299,7 +394,7 @@ def _eval_folder(root: Path, count: int, seed: int) -> None:
         (folder / name).write_text("".join(f"{line}\n" for line in lines
                                            if line.split(",")[0] in kept), encoding="utf-8")
     rng = np.random.default_rng(seed)
-    grid, clutter = MAP_FAMILIES["smooth 14x14"]
+    grid, clutter = MAP_FAMILIES["smooth"]
     for image_id in ids:
         path = root / "maps" / f"{image_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,7 +438,6 @@ def bench_workers(args) -> None:
         control_pool.map(_spin, [1] * args.workers)  # started before any timing
         root = Path(tmp)
         _eval_folder(root, args.workers_images, args.seed)
-        os.environ["CAMKIT_DISABLE_NUMBA"] = "1"  # every process runs the default install's path
         options = {workers: argparse.Namespace(
             scoremap_root=root / "maps", metadata_root=root / "metadata", dataset="CUB",
             split="test", mask_root=None, cam_curve_interval=0.001, multi_contour=True,
@@ -358,7 +452,6 @@ def bench_workers(args) -> None:
             _, samples = interleaved(runs, args.repeat)
         results = {workers: json.loads(options[workers].output.read_text(encoding="utf-8"))
                    for workers in options}
-        del os.environ["CAMKIT_DISABLE_NUMBA"]
     if results[1]["result"] != results[args.workers]["result"]:
         raise SystemExit(f"MISMATCH: camkit eval with {args.workers} workers and with one")
     count, one, many = args.workers_images, samples["one"], samples["many"]
@@ -374,46 +467,30 @@ def bench_workers(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=60)
-    parser.add_argument("--images-fine", type=int, default=20,
-                        help="images for the slow straightforward runs at the 0.001 grid")
+    parser.add_argument("--images", type=int, default=60, help="maps of the PixelAP row")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes of the camkit eval scaling run (1: skip it)")
     parser.add_argument("--workers-images", type=int, default=1000,
                         help="maps of the camkit eval scaling run (written to a temporary folder)")
-    parser.add_argument("--repeat", type=int, default=2,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="repeats, the implementations alternating in each (the printed "
-                             "lines keep the best, --markdown the median and min-max)")
+                             "lines and --markdown give medians)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=("boxes", "pixels", "kernel-cost", "workers"),
+                        help="run one section only")
     parser.add_argument("--markdown", action="store_true",
                         help="also print Markdown tables (medians and min-max)")
-    parser.add_argument("--no-compiled", dest="compiled", action="store_false",
-                        help="skip the camkit[fast] (numba) column even when numba is installed")
     args = parser.parse_args()
-    args.compiled = args.compiled and _compiled.available()
-    _levels._USE_COMPILED = False  # "camkit" is the default install's path
-    if args.compiled:  # load numba's cached compilation before any timing
-        rng = np.random.default_rng(args.seed)
-        warm = blob_map(rng)[None]
-        camkit_correct(warm, [np.array([[0, 0, 9, 9]])], threshold_grid(0.001), True,
-                       compiled=True)
     cv2.setNumThreads(1)
-
-    gt_boxes = cub_boxes(args.images)
-    print(f"{args.images} maps 224x224 per family, CUB test boxes, one process unless noted; "
-          f"OpenCV {cv2.__version__}, NumPy {np.__version__}; best of {args.repeat}")
-    print(f"{'case (BoxAccuracy unless noted)':44s} {'straightforward':>16s} {'lean':>10s} "
-          f"{'camkit':>10s} {'ratio':>7s} {'ratio(lean)':>11s}"
-          + (f" {'[fast]':>10s} {'ratio':>6s}" if args.compiled else ""))
-    for family, (grid, clutter) in MAP_FAMILIES.items():
-        rng = np.random.default_rng(args.seed)
-        maps64 = np.stack([blob_map(rng, grid, clutter) for _ in range(args.images)])
-        boxes_per_threshold = np.mean([len(b) for m in maps64[:5]
-                                       for b in boxes_from_scoremap(m, threshold_grid(0.01))])
-        print(f"-- {family}: {boxes_per_threshold:.1f} boxes per threshold on average")
-        bench_boxes(family, maps64, gt_boxes, args)
-    bench_pixels(maps64, args)
-    if args.workers > 1:
+    print(f"OpenCV {cv2.__version__}, NumPy {np.__version__}; compiled kernel "
+          f"{'built' if _engine.KERNEL is not None else 'NOT built'}; median of {args.repeat}")
+    if args.only in (None, "kernel-cost"):
+        bench_kernel_cost(args)
+    if args.only in (None, "boxes"):
+        bench_boxes(cub_boxes(max(count for *_, count in CASES)), args)
+    if args.only in (None, "pixels"):
+        bench_pixels(args)
+    if args.only in (None, "workers") and args.workers > 1:
         bench_workers(args)
     print("all counts identical to the straightforward implementation")
     if args.markdown:

@@ -32,29 +32,33 @@ typedef struct {
     size_t capacity;
 } Records;
 
-/* What a root knows of its component; one record per cell, read only through roots. */
+/* A component, created when a pixel is added with no added neighbour. Its root cell's parent
+ * entry holds -2 - (its index), so components are numbered densely and stay in cache. */
 typedef struct {
     int32_t x0, y0, x1, y1; /* pixel box, padded coordinates */
+    int32_t cell;           /* root cell */
     int32_t size;
     int32_t seen;  /* first wanted level (processing order) with the current box; -1: none */
     uint8_t dirty; /* in the dirty list: changed or created since the last wanted level */
-    uint8_t edge;  /* hole pass: the component reaches the image edge */
-} Root;
+    uint8_t edge;  /* hole pass: the component reaches the image edge (no hole contour) */
+    uint8_t alive; /* not merged into another */
+} Component;
 
 typedef struct {
-    int32_t *parent;   /* -1: not added yet */
-    Root *roots;
+    int32_t *parent; /* per padded cell: -1 not added, >= 0 parent cell, <= -2 root */
+    Component *components;
+    int32_t count;   /* components created in this pass */
     int32_t *dirty_list;
-    size_t dirty_count;
+    int32_t dirty_count;
     int32_t width, height;
-    int holes;         /* which pass: box conversion and edge handling */
-    int32_t levels;    /* wanted levels snapshotted so far */
-    int32_t total;     /* wanted levels of the pass */
+    int holes;       /* which pass: box conversion */
+    int32_t levels;  /* wanted levels snapshotted so far */
+    int32_t total;   /* wanted levels of the pass */
     Records *out;
     int failed;
 } Pass;
 
-static int records_push(Pass *pass, int32_t root, int32_t last_level)
+static void records_push(Pass *pass, const Component *c, int32_t last_level)
 {
     Records *out = pass->out;
     if (out->count == out->capacity) {
@@ -62,121 +66,132 @@ static int records_push(Pass *pass, int32_t root, int32_t last_level)
         int64_t *grown = realloc(out->data, capacity * 6 * sizeof(int64_t));
         if (grown == NULL) {
             pass->failed = 1;
-            return -1;
+            return;
         }
         out->data = grown;
         out->capacity = capacity;
     }
-    const Root *b = pass->roots + root;
     /* Padded coordinates are one more than the image's. */
-    int64_t x0 = b->x0 - 1, y0 = b->y0 - 1, x1 = b->x1 - 1, y1 = b->y1 - 1;
+    int64_t x0 = c->x0 - 1, y0 = c->y0 - 1, x1 = c->x1 - 1, y1 = c->y1 - 1;
+    int64_t right = pass->width - 1, bottom = pass->height - 1;
     int64_t *r = out->data + 6 * out->count;
     if (pass->holes) {
         /* The hole contour runs on the pixels around the hole: its pixel box grows by one. */
         r[0] = x0 - 1;
         r[1] = y0 - 1;
-        r[2] = x1 + 2 < pass->width - 1 ? x1 + 2 : pass->width - 1;
-        r[3] = y1 + 2 < pass->height - 1 ? y1 + 2 : pass->height - 1;
+        r[2] = x1 + 2 < right ? x1 + 2 : right;
+        r[3] = y1 + 2 < bottom ? y1 + 2 : bottom;
+        r[4] = c->seen;
+        r[5] = last_level;
     } else {
         r[0] = x0;
         r[1] = y0;
-        r[2] = x1 + 1 < pass->width - 1 ? x1 + 1 : pass->width - 1;
-        r[3] = y1 + 1 < pass->height - 1 ? y1 + 1 : pass->height - 1;
+        r[2] = x1 + 1 < right ? x1 + 1 : right;
+        r[3] = y1 + 1 < bottom ? y1 + 1 : bottom;
+        /* the outer pass walks the levels downwards: ascending indices */
+        r[4] = pass->total - 1 - last_level;
+        r[5] = pass->total - 1 - c->seen;
     }
-    int64_t first = b->seen, last = last_level;
-    if (!pass->holes) { /* the outer pass walks the levels downwards: ascending indices */
-        first = pass->total - 1 - last_level;
-        last = pass->total - 1 - b->seen;
-    }
-    r[4] = first;
-    r[5] = last;
     out->count++;
-    return 0;
 }
 
-static inline int32_t find(int32_t *parent, int32_t p)
+/* The component holding an added cell (path halving on the way). */
+static inline int32_t find(int32_t *parent, int32_t x)
 {
-    while (parent[p] != p) {
-        parent[p] = parent[parent[p]];
-        p = parent[p];
+    while (parent[x] >= 0) {
+        int32_t up = parent[x], grand = parent[up];
+        if (grand >= 0)
+            parent[x] = grand;
+        x = grand >= 0 ? grand : up;
     }
-    return p;
+    return -2 - parent[x];
 }
 
-/* The root's box is about to change or the root to die: write the box it had, if it was seen
- * at a wanted level, and mark it for the next one. */
-static inline void retire(Pass *pass, int32_t root)
+/* The component's box is about to change: write the box it had, if a wanted level saw it, and
+ * queue it for the next one. */
+static inline void retire(Pass *pass, int32_t id)
 {
-    Root *r = pass->roots + root;
-    if (r->seen >= 0) {
-        records_push(pass, root, pass->levels - 1);
-        r->seen = -1;
+    Component *c = pass->components + id;
+    if (c->seen >= 0) {
+        records_push(pass, c, pass->levels - 1);
+        c->seen = -1;
     }
-    if (!r->dirty) {
-        r->dirty = 1;
-        pass->dirty_list[pass->dirty_count++] = root;
-    }
-}
-
-/* Whether the root's component gives a contour: every one in the outer pass, the ones off the
- * edge in the hole pass. */
-static inline int counts(const Root *r)
-{
-    return !r->edge;
-}
-
-static inline void extend(Pass *pass, int32_t root, int32_t x, int32_t y)
-{
-    Root *b = pass->roots + root;
-    b->size += 1;
-    if (x < b->x0 || y < b->y0 || x > b->x1 || y > b->y1) {
-        if (counts(b))
-            retire(pass, root);
-        if (x < b->x0) b->x0 = x;
-        if (y < b->y0) b->y0 = y;
-        if (x > b->x1) b->x1 = x;
-        if (y > b->y1) b->y1 = y;
+    if (!c->dirty) {
+        c->dirty = 1;
+        pass->dirty_list[pass->dirty_count++] = id;
     }
 }
 
-/* Merge two distinct roots; returns the surviving one. */
+static inline void extend(Pass *pass, int32_t id, int32_t x, int32_t y)
+{
+    Component *c = pass->components + id;
+    c->size += 1;
+    if (x < c->x0 || y < c->y0 || x > c->x1 || y > c->y1) {
+        if (!c->edge)
+            retire(pass, id);
+        if (x < c->x0) c->x0 = x;
+        if (y < c->y0) c->y0 = y;
+        if (x > c->x1) c->x1 = x;
+        if (y > c->y1) c->y1 = y;
+    }
+}
+
+/* Merge two distinct components; returns the surviving one (the larger). */
 static int32_t merge(Pass *pass, int32_t a, int32_t b)
 {
-    Root *ra = pass->roots + a, *rb = pass->roots + b;
-    if (ra->size < rb->size) {
-        Root *t = ra;
-        ra = rb;
-        rb = t;
-        int32_t i = a;
+    Component *ca = pass->components + a, *cb = pass->components + b;
+    if (ca->size < cb->size) {
+        Component *swap = ca;
+        ca = cb;
+        cb = swap;
+        int32_t index = a;
         a = b;
-        b = i;
+        b = index;
     }
-    /* b dies */
-    if (counts(rb) && rb->seen >= 0)
-        records_push(pass, b, pass->levels - 1);
-    rb->seen = -1;
-    pass->parent[b] = a;
-    ra->size += rb->size;
-    if (rb->edge && !ra->edge) {
+    if (!cb->edge && cb->seen >= 0)
+        records_push(pass, cb, pass->levels - 1);
+    cb->seen = -1;
+    cb->alive = 0;
+    pass->parent[cb->cell] = ca->cell;
+    ca->size += cb->size;
+    if (cb->edge && !ca->edge) {
         retire(pass, a); /* no longer a hole */
-        ra->edge = 1;
+        ca->edge = 1;
     }
-    if (rb->x0 < ra->x0 || rb->y0 < ra->y0 || rb->x1 > ra->x1 || rb->y1 > ra->y1) {
-        if (counts(ra))
+    if (cb->x0 < ca->x0 || cb->y0 < ca->y0 || cb->x1 > ca->x1 || cb->y1 > ca->y1) {
+        if (!ca->edge)
             retire(pass, a);
-        if (rb->x0 < ra->x0) ra->x0 = rb->x0;
-        if (rb->y0 < ra->y0) ra->y0 = rb->y0;
-        if (rb->x1 > ra->x1) ra->x1 = rb->x1;
-        if (rb->y1 > ra->y1) ra->y1 = rb->y1;
+        if (cb->x0 < ca->x0) ca->x0 = cb->x0;
+        if (cb->y0 < ca->y0) ca->y0 = cb->y0;
+        if (cb->x1 > ca->x1) ca->x1 = cb->x1;
+        if (cb->y1 > ca->y1) ca->y1 = cb->y1;
     }
     return a;
+}
+
+static int32_t new_component(Pass *pass, int32_t cell, int32_t x, int32_t y)
+{
+    int32_t id = pass->count++;
+    Component *c = pass->components + id;
+    c->x0 = c->x1 = x;
+    c->y0 = c->y1 = y;
+    c->cell = cell;
+    c->size = 1;
+    c->seen = -1;
+    c->edge = 0;
+    c->alive = 1;
+    c->dirty = 1;
+    pass->dirty_list[pass->dirty_count++] = id;
+    pass->parent[cell] = -2 - id;
+    return id;
 }
 
 /* The 8 neighbours in ring order: NW, N, NE, E, SE, S, SW, W. Each is 4-adjacent to the next,
  * so neighbours that are consecutive on the ring and already added are already one component:
  * the new pixel needs one find per run of added neighbours (one, most often), not one per
  * neighbour. For the 4-connected hole pass, two 4-neighbours are already joined when the corner
- * between them is added. REPRESENTATIVES[mask] lists one neighbour (ring index) per group. */
+ * between them is added. representatives[c][mask] lists one neighbour (ring index) per group,
+ * for connectivity c (0: 8-connected, 1: 4-connected) and the mask of added neighbours. */
 static uint8_t representative_count[2][256];
 static uint8_t representatives[2][256][4];
 
@@ -194,10 +209,8 @@ static void build_tables(void)
         }
         representative_count[0][mask] = (uint8_t)n;
         n = 0;
-        int edges = 0; /* N, E, S, W are ring indices 1, 3, 5, 7; the corner after each joins */
-        for (int k = 1; k < 8; k += 2)
-            edges += mask >> k & 1;
-        int all_joined = edges == 4 && (mask & 0x55) == 0x55;
+        /* N, E, S, W are ring indices 1, 3, 5, 7; the corner before each is k - 1. */
+        int all_joined = (mask & 0xff) == 0xff;
         for (int k = 1; k < 8; k += 2) {
             if (!(mask >> k & 1))
                 continue;
@@ -210,62 +223,53 @@ static void build_tables(void)
     }
 }
 
-/* Add pixel p (padded index; padded coordinates packed as y << 16 | x) to the sets; ring holds
- * the 8 neighbour offsets in ring order, connectivity 0 for 8-connected, 1 for 4-connected. */
+/* Add pixel p (padded index; padded coordinates packed as y << 16 | x); ring holds the 8
+ * neighbour offsets in ring order. */
 static inline void add_pixel(Pass *pass, int32_t p, uint32_t xy, const int32_t *ring,
                              int connectivity)
 {
     int32_t *parent = pass->parent;
     unsigned mask = 0;
     for (int k = 0; k < 8; k++)
-        mask |= (unsigned)(parent[p + ring[k]] >= 0) << k;
+        mask |= (unsigned)(parent[p + ring[k]] != -1) << k;
+    int32_t x = (int32_t)(xy & 0xffff), y = (int32_t)(xy >> 16);
     int count = representative_count[connectivity][mask];
     if (count == 0) {
-        Root *r = pass->roots + p;
-        parent[p] = p;
-        r->x0 = r->x1 = (int32_t)(xy & 0xffff);
-        r->y0 = r->y1 = (int32_t)(xy >> 16);
-        r->size = 1;
-        r->seen = -1;
-        r->edge = 0;
-        r->dirty = 1;
-        pass->dirty_list[pass->dirty_count++] = p;
+        new_component(pass, p, x, y);
         return;
     }
     const uint8_t *which = representatives[connectivity][mask];
-    int32_t root = find(parent, parent[p + ring[which[0]]]);
-    parent[p] = root;
-    extend(pass, root, (int32_t)(xy & 0xffff), (int32_t)(xy >> 16));
+    int32_t id = find(parent, p + ring[which[0]]);
+    extend(pass, id, x, y);
     for (int i = 1; i < count; i++) {
-        int32_t other = find(parent, parent[p + ring[which[i]]]);
-        if (other != root) {
-            root = merge(pass, root, other);
-            parent[p] = root;
-        }
+        int32_t other = find(parent, p + ring[which[i]]);
+        if (other != id)
+            id = merge(pass, id, other);
     }
+    parent[p] = pass->components[id].cell;
 }
 
-/* A wanted level is complete: every changed or new root that counts takes it as its first. */
+/* A wanted level is complete: every changed or new component that gives a contour takes it
+ * as the first level of its current box. */
 static void snapshot(Pass *pass)
 {
-    for (size_t i = 0; i < pass->dirty_count; i++) {
-        int32_t r = pass->dirty_list[i];
-        Root *root = pass->roots + r;
-        root->dirty = 0;
-        if (pass->parent[r] == r && root->seen < 0 && counts(root))
-            root->seen = pass->levels;
+    for (int32_t i = 0; i < pass->dirty_count; i++) {
+        Component *c = pass->components + pass->dirty_list[i];
+        c->dirty = 0;
+        if (c->alive && c->seen < 0 && !c->edge)
+            c->seen = pass->levels;
     }
     pass->dirty_count = 0;
     pass->levels++;
 }
 
 /* Write the boxes still alive after the last wanted level. */
-static void flush(Pass *pass, const int32_t *order, size_t added)
+static void flush(Pass *pass)
 {
-    for (size_t i = 0; i < added; i++) {
-        int32_t p = order[i];
-        if (pass->parent[p] == p && pass->roots[p].seen >= 0 && counts(pass->roots + p))
-            records_push(pass, p, pass->levels - 1);
+    for (int32_t id = 0; id < pass->count; id++) {
+        const Component *c = pass->components + id;
+        if (c->alive && c->seen >= 0 && !c->edge)
+            records_push(pass, c, pass->levels - 1);
     }
 }
 
@@ -296,10 +300,11 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
     int32_t *order = malloc(pixels * sizeof(int32_t));
     uint32_t *coordinates = malloc(pixels * sizeof(uint32_t));
     int32_t *parent = malloc(cells * sizeof(int32_t));
-    Root *roots = malloc(cells * sizeof(Root));
-    int32_t *dirty_list = malloc(cells * sizeof(int32_t));
+    /* at most one component per pixel, and the padding ring's */
+    Component *components = malloc((pixels + 1) * sizeof(Component));
+    int32_t *dirty_list = malloc((pixels + 1) * sizeof(int32_t));
     int status = -1;
-    if (!order || !coordinates || !parent || !roots || !dirty_list)
+    if (!order || !coordinates || !parent || !components || !dirty_list)
         goto done;
     {
         size_t next[256];
@@ -314,41 +319,42 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
         }
     }
 
-    Pass pass = {parent, roots, dirty_list, 0, width, height, 0, 0, total, out, 0};
+    Pass pass = {parent, components, 0, dirty_list, 0, width, height, 0, 0, total, out, 0};
     const int32_t ring[8] = {-pw - 1, -pw, -pw + 1, 1, pw + 1, pw, pw - 1, -1};
 
     /* Outer pass: 8-connected components of {q >= v}, v from the highest wanted value down. */
-    {
-        for (size_t i = 0; i < cells; i++)
-            parent[i] = -1;
-        for (int v = 255; v >= lowest; v--) {
-            for (size_t i = start[v]; i < start[v + 1]; i++)
-                add_pixel(&pass, order[i], coordinates[i], ring, 0);
-            if (wanted[v])
-                snapshot(&pass);
-        }
-        flush(&pass, order + start[lowest], start[256] - start[lowest]);
+    for (size_t i = 0; i < cells; i++)
+        parent[i] = -1;
+    for (int v = 255; v >= lowest; v--) {
+        for (size_t i = start[v]; i < start[v + 1]; i++)
+            add_pixel(&pass, order[i], coordinates[i], ring, 0);
+        if (wanted[v])
+            snapshot(&pass);
     }
+    flush(&pass);
 
     /* Hole pass: 4-connected components of {q < v}, v from the lowest wanted value up; the
-     * padding ring is one component that reaches the edge. */
+     * padding ring is one component, reaching the edge, rooted at the padded corner. */
     if (holes && !pass.failed) {
-        const int32_t outside = 0; /* the padded corner */
         for (size_t i = 0; i < cells; i++)
             parent[i] = -1;
-        for (int32_t x = 0; x < pw; x++) {
-            parent[x] = outside;
-            parent[(size_t)(ph - 1) * pw + x] = outside;
-        }
-        for (int32_t y = 0; y < ph; y++) {
-            parent[(size_t)y * pw] = outside;
-            parent[(size_t)y * pw + pw - 1] = outside;
-        }
-        Root padding = {0, 0, pw - 1, ph - 1, 2 * (pw + ph), -1, 0, 1};
-        roots[outside] = padding;
         pass.holes = 1;
         pass.levels = 0;
+        pass.count = 0;
         pass.dirty_count = 0;
+        int32_t outside = new_component(&pass, 0, 0, 0);
+        components[outside].x1 = pw - 1;
+        components[outside].y1 = ph - 1;
+        components[outside].size = 2 * (pw + ph);
+        components[outside].edge = 1;
+        for (int32_t x = 1; x < pw; x++) {
+            parent[x] = 0;
+            parent[(size_t)(ph - 1) * pw + x] = 0;
+        }
+        for (int32_t y = 1; y < ph; y++) {
+            parent[(size_t)y * pw] = 0;
+            parent[(size_t)y * pw + pw - 1] = 0;
+        }
         for (int v = 0; v <= highest; v++) {
             if (wanted[v])
                 snapshot(&pass);
@@ -357,7 +363,7 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
             for (size_t i = start[v]; i < start[v + 1]; i++)
                 add_pixel(&pass, order[i], coordinates[i], ring, 1);
         }
-        flush(&pass, order, start[highest]);
+        flush(&pass);
     }
     status = pass.failed ? -1 : 0;
 
@@ -365,7 +371,7 @@ done:
     free(order);
     free(coordinates);
     free(parent);
-    free(roots);
+    free(components);
     free(dirty_list);
     return status;
 }
