@@ -307,9 +307,37 @@ def test_errors():
         cream_map(features, fg, bg, mixing_init=1.0)
     with pytest.raises(ValueError, match="centroid_features must be"):
         cream_map(features, fg, bg, centroid_features="unit")
-    with pytest.raises(ValueError, match="compile must be"):
-        cream_map(features, fg, bg, compile="yes")
-    with pytest.raises(ValueError, match="compile must be"):
-        EMReActivation(compile="always")
+    with pytest.raises(TypeError, match="use_compile must be True or False"):
+        cream_map(features, fg, bg, use_compile="yes")
+    with pytest.raises(TypeError, match="use_compile must be True or False"):
+        EMReActivation(use_compile="auto")
     with pytest.raises(ValueError, match="non-empty spatial"):
         cream_map(torch.rand(2, 4, 0, 3), fg, bg)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile
+# ---------------------------------------------------------------------------------------------
+def test_module_compile_is_nn_module_compile():
+    """``use_compile`` does not shadow ``nn.Module.compile``, which compiles the forward."""
+    features, fg, bg, cam = _random_inputs(12, 3, 6, 4, 4, dtype=torch.float32)
+    module = EMReActivation(iterations=3)
+    expected = module(features, fg, bg, cam)
+    module.compile(backend="eager")
+    torch.testing.assert_close(module(features, fg, bg, cam), expected)
+    assert module.use_compile is False and "use_compile=False" in repr(module)
+
+
+@pytest.mark.slow
+def test_use_compile_matches_eager():
+    """``use_compile=True`` (inductor) gives the eager map, details, and a new batch size."""
+    features, fg, bg, cam = _random_inputs(13, 4, 32, 7, 7, dtype=torch.float32)
+    for options in ({}, {"centroid_features": "normalized", "refresh_responsibilities": True}):
+        expected = cream_map(features, fg, bg, cam=cam, return_details=True, **options)
+        got = cream_map(features, fg, bg, cam=cam, return_details=True, use_compile=True,
+                        **options)
+        for got_t, exp_t in zip(got, expected, strict=True):
+            torch.testing.assert_close(got_t, exp_t, rtol=1e-4, atol=1e-5)
+    module = EMReActivation(use_compile=True)
+    torch.testing.assert_close(module(features[:3], fg[:3], bg[:3]),
+                               cream_map(features[:3], fg[:3], bg[:3]), rtol=1e-4, atol=1e-5)

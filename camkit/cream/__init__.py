@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from camkit.cream._compile import reset_compile_cache
 from camkit.cream.bank import ContextEmbeddingBank
 from camkit.cream.em import CreamDetails, EMReActivation, calibrate, cream_map
 
@@ -12,5 +11,4 @@ __all__ = [
     "EMReActivation",
     "calibrate",
     "cream_map",
-    "reset_compile_cache",
 ]

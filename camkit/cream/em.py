@@ -8,12 +8,17 @@ give the re-activated map.
 Cosine similarity is defined as 0 when either vector has zero norm (zero feature pixels, zero
 centroids); every other vector is normalized exactly (``x / ||x||``, no epsilon), so no NaN or
 infinity can arise from finite features.
+
+One kernel, ``_cream_kernel``, does all the arithmetic in batched tensor operations: per EM
+round one batched matrix product for the E-step similarities and one for the M-step sums.
+``use_compile=True`` runs that same function through ``torch.compile``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor, nn
@@ -25,11 +30,15 @@ from camkit._validation import (
     check_tensor,
     compute_dtype,
 )
-from camkit.cream._compile import calibrate_responsibilities, constant, run_cream
+from camkit.cam import normalize_map
 
-__all__ = ["CreamDetails", "EMReActivation", "cream_map"]
+__all__ = ["CreamDetails", "EMReActivation", "calibrate", "cream_map"]
 
 _CENTROID_FEATURES = ("raw", "normalized")
+_Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+#: ``torch.compile(_cream_kernel)``, made by the first ``use_compile=True`` call. One object
+#: for every option: ``torch.compile`` guards on shapes, dtypes and the static options itself.
+_compiled_kernel: Callable[..., _Outputs] | None = None
 
 
 class CreamDetails(NamedTuple):
@@ -50,6 +59,121 @@ class CreamDetails(NamedTuple):
     mixing: Tensor
 
 
+def _inverse_norm(vectors: Tensor, dim: int) -> Tensor:
+    """``1 / ||v||`` along ``dim`` (kept), and exactly 0 for zero vectors."""
+    squared = (vectors * vectors).sum(dim=dim, keepdim=True)
+    return torch.where(squared > 0, torch.rsqrt(squared), torch.zeros_like(squared))
+
+
+def calibrate(z_fg: Tensor, z_bg: Tensor, cam_normalized: Tensor, delta: float | Tensor
+              ) -> Tensor:
+    """Pick, per image, the responsibility map that agrees with the CAM's foreground.
+
+    ``A_fg = cam_normalized > delta``; ``P_fg = mean(z_fg over A_fg)``, ``P_bg`` likewise; the
+    result is ``z_fg`` where ``P_fg >= P_bg`` and ``z_bg`` otherwise. An empty ``A_fg`` (a
+    constant CAM) gives ``P_fg = P_bg = 0`` and keeps ``z_fg``.
+
+    Args:
+        z_fg, z_bg (Tensor[B, N]): responsibilities of the two clusters.
+        cam_normalized (Tensor[B, N]): min-max normalized CAM, same dtype.
+        delta: foreground threshold in [0, 1] (a float or a 0-d tensor).
+
+    Returns:
+        Tensor[B, N]: the calibrated foreground responsibilities.
+    """
+    region = (cam_normalized > delta).to(z_fg.dtype)
+    count = region.sum(dim=1).clamp_min(1.0)
+    p_fg = (z_fg * region).sum(dim=1) / count
+    p_bg = (z_bg * region).sum(dim=1) / count
+    flip = (p_fg < p_bg).unsqueeze(1)
+    return torch.where(flip, z_bg, z_fg)
+
+
+def _cream_kernel(
+    pixels: Tensor,
+    mu_fg: Tensor,
+    mu_bg: Tensor,
+    scale: Tensor,
+    log_ratio: Tensor,
+    cam: Tensor | None,
+    delta: Tensor,
+    *,
+    iterations: int,
+    final_m_step: bool,
+    normalized_means: bool,
+    refresh: bool,
+    add_cam: bool,
+) -> _Outputs:
+    """The EM over each image's pixels, then the CAM calibration: ``cream_map``'s arithmetic.
+
+    Args:
+        pixels (Tensor[B, C, N]): features, float32 or float64.
+        mu_fg, mu_bg (Tensor[B, C]): initial centroids, same dtype.
+        scale (Tensor[]): kernel concentration ``s``.
+        log_ratio (Tensor[B]): initial ``log(pi_fg / pi_bg)``.
+        cam (Tensor[B, h, w], optional): raw CAM in ``pixels``' dtype, ``h * w = N``.
+        delta (Tensor[]): CAM foreground threshold of the calibration.
+        iterations: EM rounds (>= 1).
+        final_m_step: run the M-step of the last round (only the details need it).
+        normalized_means: M-step means of unit-norm pixels instead of raw ones.
+        refresh: one more E-step with the final centroids (needs ``final_m_step``).
+        add_cam: add ``normalize_map(cam)`` to the calibrated responsibilities.
+
+    Returns:
+        ``out (Tensor[B, N])`` (the calibrated map, or ``z_fg`` without ``cam``), ``z_fg,
+        z_bg (Tensor[B, N])``, ``centroids (Tensor[B, 2, C])``, ``mixing (Tensor[B, 2])``;
+        the last two are the initial values when no M-step ran.
+    """
+    num_pixels = pixels.shape[2]
+    pixels_t = pixels.transpose(1, 2)  # (B, N, C), a view for the M-step product
+    inv_pixel_norm = _inverse_norm(pixels, dim=1)  # (B, 1, N)
+    centroids = torch.stack((mu_fg, mu_bg), dim=1)  # (B, 2, C)
+    # Any positive multiple of a centroid gives the same cosines: use the raw M-step sums.
+    # An empty cluster's sum is 0 (cosine 0), and its mixing weight 0 already rules it out.
+    directions = centroids
+    mixing = torch.sigmoid(torch.stack((log_ratio, -log_ratio), dim=1))
+    rounds = iterations + 1 if refresh else iterations
+    z_fg = z_bg = inv_pixel_norm.squeeze(1)
+    for step in range(rounds):
+        # E-step: a softmax over two clusters is the sigmoid of the logit difference.
+        dots = torch.bmm(directions, pixels) * inv_pixel_norm  # (B, 2, N)
+        cosines = dots * _inverse_norm(directions, dim=2)
+        logits = scale * (cosines[:, 0] - cosines[:, 1]) + log_ratio.unsqueeze(1)
+        z_fg = torch.sigmoid(logits)
+        z_bg = torch.sigmoid(-logits)
+        if step == iterations or (step == iterations - 1 and not final_m_step):
+            break
+        # M-step: responsibility-weighted sums, counts, mixing weights.
+        weights = torch.stack((z_fg, z_bg), dim=1)  # (B, 2, N)
+        counts = weights.sum(dim=2)  # (B, 2)
+        if normalized_means:
+            weights = weights * inv_pixel_norm
+        directions = torch.bmm(weights, pixels_t)  # (B, 2, C)
+        occupied = (counts > 0).unsqueeze(2)
+        means = directions / counts.clamp_min(1e-30).unsqueeze(2)
+        centroids = torch.where(occupied, means, centroids)
+        mixing = counts / num_pixels
+        log_ratio = torch.log(counts[:, 0]) - torch.log(counts[:, 1])
+    out = z_fg
+    if cam is not None:
+        cam_normalized = normalize_map(cam).reshape(z_fg.shape)
+        out = calibrate(z_fg, z_bg, cam_normalized, delta)
+        if add_cam:
+            out = out + cam_normalized
+    return out, z_fg, z_bg, centroids, mixing
+
+
+def _kernel(use_compile: bool) -> Callable[..., _Outputs]:
+    """``_cream_kernel``, or its ``torch.compile`` (made once, on first use)."""
+    global _compiled_kernel
+    # Inside a graph that torch.compile is tracing, the plain kernel is traced inline.
+    if not use_compile or torch.compiler.is_compiling():
+        return _cream_kernel
+    if _compiled_kernel is None:
+        _compiled_kernel = torch.compile(_cream_kernel, fullgraph=True)
+    return _compiled_kernel
+
+
 def _check_centroids(value: object, name: str, features: Tensor) -> Tensor:
     """Check a ``(B, C)`` or ``(C,)`` centroid tensor against ``features (B, C, h, w)``."""
     value = check_tensor(value, name, ndim=(1, 2), shape_doc="(B, C) or (C,)")
@@ -64,9 +188,8 @@ def _check_centroids(value: object, name: str, features: Tensor) -> Tensor:
     return value
 
 
-def _check_options(
-    scale: float, iterations: int, delta: float, mixing_init: float, centroid_features: str
-) -> tuple[float, int, float, float]:
+def _check_options(scale: float, iterations: int, delta: float, mixing_init: float,
+                   centroid_features: str, use_compile: bool) -> tuple[float, int, float, float]:
     scale = check_finite_number(scale, "scale", low=0.0)
     iterations = check_positive_int(iterations, "iterations")
     delta = check_finite_number(delta, "delta", low=0.0, high=1.0)
@@ -77,33 +200,33 @@ def _check_options(
         raise ValueError(
             f"centroid_features must be 'raw' or 'normalized', got {centroid_features!r}"
         )
+    if not isinstance(use_compile, bool):
+        raise TypeError(f"use_compile must be True or False, got {use_compile!r}")
     return scale, iterations, delta, mixing_init
 
 
-def _use_compile(compile: bool | str, features: Tensor) -> bool:
-    if compile == "auto":
-        return features.device.type == "cuda"
-    if isinstance(compile, bool):
-        return compile
-    raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+@overload
+def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = ...,
+              scale: float = ..., iterations: int = ..., delta: float = ...,
+              mixing_init: float = ..., centroid_features: str = ...,
+              refresh_responsibilities: bool = ..., add_cam: bool = ..., use_compile: bool = ...,
+              return_details: Literal[False] = ...) -> Tensor: ...
 
 
-def calibrate(z_fg: Tensor, z_bg: Tensor, cam_normalized: Tensor, delta: float) -> Tensor:
-    """Pick, per image, the responsibility map that agrees with the CAM's foreground.
+@overload
+def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = ...,
+              scale: float = ..., iterations: int = ..., delta: float = ...,
+              mixing_init: float = ..., centroid_features: str = ...,
+              refresh_responsibilities: bool = ..., add_cam: bool = ..., use_compile: bool = ...,
+              return_details: Literal[True]) -> CreamDetails: ...
 
-    ``A_fg = cam_normalized > delta``; ``P_fg = mean(z_fg over A_fg)``, ``P_bg`` likewise; the
-    result is ``z_fg`` where ``P_fg >= P_bg`` and ``z_bg`` otherwise. An empty ``A_fg`` (a
-    constant CAM) gives ``P_fg = P_bg = 0`` and keeps ``z_fg``.
 
-    Args:
-        z_fg, z_bg (Tensor[B, N]): responsibilities of the two clusters.
-        cam_normalized (Tensor[B, N]): min-max normalized CAM, same dtype.
-        delta: foreground threshold in [0, 1].
-
-    Returns:
-        Tensor[B, N]: the calibrated foreground responsibilities.
-    """
-    return calibrate_responsibilities(z_fg, z_bg, cam_normalized, delta)
+@overload
+def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = ...,
+              scale: float = ..., iterations: int = ..., delta: float = ...,
+              mixing_init: float = ..., centroid_features: str = ...,
+              refresh_responsibilities: bool = ..., add_cam: bool = ..., use_compile: bool = ...,
+              return_details: bool) -> Tensor | CreamDetails: ...
 
 
 @torch.no_grad()
@@ -120,7 +243,7 @@ def cream_map(
     centroid_features: str = "raw",
     refresh_responsibilities: bool = False,
     add_cam: bool = True,
-    compile: bool | str = False,
+    use_compile: bool = False,
     return_details: bool = False,
 ) -> Tensor | CreamDetails:
     """CREAM re-activation map: EM soft clustering of feature pixels around context embeddings.
@@ -155,13 +278,8 @@ def cream_map(
         refresh_responsibilities: run one more E-step with the final centroids and output
             those responsibilities instead of the last E-step's [choice: False].
         add_cam: add ``normalize_map(cam)`` to the calibrated map [choice: True].
-        compile: run the EM through ``torch.compile`` (``True``), eagerly (``False``), or
-            compiled on CUDA only (``"auto"``). On CPU, batches of two cache-sized chunks or
-            more run chunk by chunk in a kernel that inductor compiles ahead of time
-            (``torch.export`` + AOTInductor), once per feature shape and dtype: the first
-            such call takes seconds (the package is kept on disk for later processes; see
-            ``docs/troubleshooting.md``). Falls back to eager, with one warning, when
-            compilation fails.
+        use_compile: run the same kernel through ``torch.compile`` (default backend; the
+            first call per shape compiles it). Errors of the compiler are not caught.
         return_details: return a ``CreamDetails`` instead of the map.
 
     Returns:
@@ -171,7 +289,7 @@ def cream_map(
     fg = _check_centroids(fg, "fg", features)
     bg = _check_centroids(bg, "bg", features)
     scale, iterations, delta, mixing_init = _check_options(
-        scale, iterations, delta, mixing_init, centroid_features
+        scale, iterations, delta, mixing_init, centroid_features, use_compile
     )
     batch, channels, height, width = features.shape
     if height == 0 or width == 0:
@@ -186,29 +304,25 @@ def cream_map(
                 f"cam must have shape (B, h, w) = ({batch}, {height}, {width}) to match "
                 f"features, got {tuple(cam.shape)}"
             )
-    use_compile = _use_compile(compile, features)
 
-    dtype = compute_dtype(features.dtype)
-    num_pixels = height * width
-    pixels = features.reshape(batch, channels, num_pixels).to(dtype)
-    mu_fg = fg.to(dtype).expand(batch, channels).contiguous()
-    mu_bg = bg.to(dtype).expand(batch, channels).contiguous()
-    scale_t = constant(scale, (), dtype, features.device)
-    log_ratio = constant(_logit(mixing_init), (batch,), dtype, features.device)
-    out, z_fg, z_bg, centroids, mixing = run_cream(
-        pixels,
-        mu_fg,
-        mu_bg,
-        scale_t,
-        log_ratio,
+    dtype, device = compute_dtype(features.dtype), features.device
+    # Scalars as 0-d tensors: a compiled kernel then serves every value without recompiling.
+    logit = math.log(mixing_init) - math.log1p(-mixing_init)
+    kernel = _kernel(use_compile and batch > 0)
+    out, z_fg, z_bg, centroids, mixing = kernel(
+        features.reshape(batch, channels, height * width).to(dtype),
+        fg.to(dtype).expand(batch, channels).contiguous(),
+        bg.to(dtype).expand(batch, channels).contiguous(),
+        torch.full((), scale, dtype=dtype, device=device),
+        torch.full((batch,), logit, dtype=dtype, device=device),
         None if cam is None else cam.to(dtype),
-        delta,
+        torch.full((), delta, dtype=dtype, device=device),
         iterations=iterations,
+        # Without the details, the last M-step's outputs are unused.
         final_m_step=return_details or refresh_responsibilities,
         normalized_means=centroid_features == "normalized",
         refresh=refresh_responsibilities,
         add_cam=add_cam,
-        compile=use_compile,
     )
     out = out.reshape(batch, height, width).to(features.dtype)
     if not return_details:
@@ -223,15 +337,11 @@ def cream_map(
     )
 
 
-def _logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
-
-
 class EMReActivation(nn.Module):
     """Configuration holder for ``cream_map`` (CREAM's EM re-activation).
 
     Args: see ``cream_map`` (``scale``, ``iterations``, ``delta``, ``mixing_init``,
-    ``centroid_features``, ``refresh_responsibilities``, ``add_cam``, ``compile``).
+    ``centroid_features``, ``refresh_responsibilities``, ``add_cam``, ``use_compile``).
 
     Shape:
         ``features (B, C, h, w)``, ``fg``/``bg`` ``(B, C)`` or ``(C,)``, ``cam (B, h, w)``
@@ -248,18 +358,16 @@ class EMReActivation(nn.Module):
         centroid_features: str = "raw",
         refresh_responsibilities: bool = False,
         add_cam: bool = True,
-        compile: bool | str = False,
+        use_compile: bool = False,
     ) -> None:
         super().__init__()
         self.scale, self.iterations, self.delta, self.mixing_init = _check_options(
-            scale, iterations, delta, mixing_init, centroid_features
+            scale, iterations, delta, mixing_init, centroid_features, use_compile
         )
-        if compile not in (True, False, "auto"):
-            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
         self.centroid_features = centroid_features
         self.refresh_responsibilities = bool(refresh_responsibilities)
         self.add_cam = bool(add_cam)
-        self.compile = compile
+        self.use_compile = use_compile
 
     def forward(
         self,
@@ -283,7 +391,7 @@ class EMReActivation(nn.Module):
             centroid_features=self.centroid_features,
             refresh_responsibilities=self.refresh_responsibilities,
             add_cam=self.add_cam,
-            compile=self.compile,
+            use_compile=self.use_compile,
             return_details=return_details,
         )
 
@@ -292,5 +400,5 @@ class EMReActivation(nn.Module):
             f"scale={self.scale}, iterations={self.iterations}, delta={self.delta}, "
             f"mixing_init={self.mixing_init}, centroid_features={self.centroid_features!r}, "
             f"refresh_responsibilities={self.refresh_responsibilities}, "
-            f"add_cam={self.add_cam}, compile={self.compile!r}"
+            f"add_cam={self.add_cam}, use_compile={self.use_compile}"
         )
