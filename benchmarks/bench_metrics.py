@@ -12,8 +12,9 @@ the kernel path over that.
 
 Maps: CAM-like maps (Gaussian blobs on a 14x14 feature grid, upsampled bicubically; "cluttered"
 from a 28x28 grid with more background), and pixel noise; GT boxes: real CUB test boxes (a
-subset), scaled with the protocol's truncation. ``--kernel-cost`` prints the kernel's cost per
-map in full-map contour searches (``camkit.boxes._engine._KERNEL_COST_IN_SCANS``).
+subset), scaled with the protocol's truncation. ``--only kernel-cost`` prints the kernel's cost
+per map in full-map contour searches per pixel of map side, the quantity that
+``camkit.boxes._engine._SEARCHES_PER_SIDE`` sets.
 
     python benchmarks/bench_metrics.py --repeat 3 --workers 2
 
@@ -209,7 +210,7 @@ def wanted_levels(maps, thresholds) -> tuple[list[np.ndarray], list[np.ndarray]]
 #: Markdown rows collected during the run: (case, images, {implementation: samples}).
 _ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
 _PIXEL_ROWS: list[tuple[str, int, dict[str, list[float]]]] = []
-#: (map family, kernel time over one full-map search, per map).
+#: (maps, kernel time over one full-map search over the map side, per map).
 _KERNEL_COSTS: list[tuple[str, list[float]]] = []
 #: (workers, images, one-process samples, several-process samples, control ratios).
 _WORKERS: list[tuple[int, int, list[float], list[float], list[float]]] = []
@@ -274,10 +275,12 @@ def markdown_tables(args) -> str:
                   f"{_rate(count, samples['straightforward'])} im/s, camkit "
                   f"{_rate(count, samples['camkit'])} im/s, "
                   f"{_ratio(samples['straightforward'], samples['camkit'])}"]
-    for family, costs in _KERNEL_COSTS:
-        lines += ["", f"Kernel cost on {family} 224×224 maps, in full-map contour searches "
-                  f"(`_KERNEL_COST_IN_SCANS` is {_engine._KERNEL_COST_IN_SCANS}): median "
-                  f"{statistics.median(costs):.1f} (min–max {min(costs):.1f}–{max(costs):.1f})."]
+    if _KERNEL_COSTS:
+        lines += ["", "The kernel's cost per map in full-map contour searches per pixel of map "
+                  f"side (5 maps each; `_SEARCHES_PER_SIDE` is {_engine._SEARCHES_PER_SIDE}):",
+                  "", "| maps | median | min–max |", "|---|---|---|"]
+        lines += [f"| {name} | {statistics.median(costs):.3f} | {min(costs):.3f}–{max(costs):.3f} |"
+                  for name, costs in _KERNEL_COSTS]
     for workers, count, one, many, control in _WORKERS:
         lines += ["", f"Scaling with processes (`camkit eval`, grid 0.001, all contours, {count} "
                   f"smooth float32 maps read from disk by the workers, pool start included): "
@@ -305,6 +308,9 @@ def bench_boxes(gt_boxes, args) -> None:
                                    kernel=False)
         if _engine.KERNEL is not None and multi_contour:
             runs["passes"] = partial(kernel_passes, *wanted_levels(maps, thresholds))
+        for name, function in runs.items():  # warm-up: imports, first calls, allocator
+            if name != "straightforward":
+                function()
         values, samples = interleaved(runs, args.repeat)
         expected = values.pop("straightforward")
         for name in ("kernel", "fallback"):
@@ -326,34 +332,47 @@ def bench_boxes(gt_boxes, args) -> None:
         print("  ".join(cells), flush=True)
 
 
+def gaussian_map(size: int) -> np.ndarray:
+    """One centred Gaussian blob: the map cheapest to search (one contour per level)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    blob = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * (size / 5) ** 2))
+    return blob / blob.max()
+
+
 def bench_kernel_cost(args) -> None:
-    """The kernel's two passes on a map, in units of one contour search of the whole map
-    (threshold at the map's median, ``findContours`` with every contour, bounding boxes)."""
+    """The kernel's two passes on a map in units of one contour search of the whole map
+    (threshold at the map's median, ``findContours`` with every contour, bounding boxes),
+    divided by the map's side: the rule between the paths runs the kernel past
+    ``_SEARCHES_PER_SIDE * side`` distinct sets."""
     if _engine.KERNEL is None:
         return
-    for family in ("smooth", "cluttered"):
-        grid, clutter = MAP_FAMILIES[family]
-        rng = np.random.default_rng(args.seed)
-        costs = []
-        for _ in range(10):
-            q = quantize(blob_map(rng, grid, clutter))
-            wanted = np.zeros(256, dtype=np.uint8)
-            present = np.flatnonzero(np.bincount(q.ravel(), minlength=256))
-            wanted[present[present > 0]] = 1
-            level = int(np.median(q))
+    makers = {"single blob": lambda rng, size: gaussian_map(size),
+              "smooth": lambda rng, size: blob_map(rng, *MAP_FAMILIES["smooth"], size),
+              "cluttered": lambda rng, size: blob_map(rng, *MAP_FAMILIES["cluttered"], size)}
+    for family, make in makers.items():
+        for size in (112, 224, 448):
+            rng = np.random.default_rng(args.seed)
+            costs = []
+            for _ in range(5):
+                q = quantize(make(rng, size))
+                wanted = np.zeros(256, dtype=np.uint8)
+                present = np.flatnonzero(np.bincount(q.ravel(), minlength=256))
+                wanted[present[present > 0]] = 1
+                level = int(np.median(q))
 
-            def search(q=q, level=level) -> None:
-                binary = (q > level).view(np.uint8)
-                for contour in cv2.findContours(binary, cv2.RETR_TREE,
-                                                cv2.CHAIN_APPROX_SIMPLE)[0]:
-                    cv2.boundingRect(contour)
+                def search(q=q, level=level) -> None:
+                    binary = (q > level).view(np.uint8)
+                    for contour in cv2.findContours(binary, cv2.RETR_TREE,
+                                                    cv2.CHAIN_APPROX_SIMPLE)[0]:
+                        cv2.boundingRect(contour)
 
-            _, samples = interleaved({"kernel": partial(_engine.KERNEL.level_boxes, q, wanted,
-                                                        True), "search": search}, 20)
-            costs.append(min(samples["kernel"]) / min(samples["search"]))
-        _KERNEL_COSTS.append((family, costs))
-        print(f"kernel cost on {family} maps: {statistics.median(costs):.1f} full-map searches "
-              f"({min(costs):.1f}–{max(costs):.1f})", flush=True)
+                _, samples = interleaved({"kernel": partial(_engine.KERNEL.level_boxes, q,
+                                                            wanted, True), "search": search}, 20)
+                costs.append(min(samples["kernel"]) / min(samples["search"]) / size)
+            name = f"{family} {size}²"
+            _KERNEL_COSTS.append((name, costs))
+            print(f"kernel cost on {name} maps: {statistics.median(costs):.3f} full-map "
+                  f"searches per pixel of side ({min(costs):.3f}–{max(costs):.3f})", flush=True)
 
 
 def bench_pixels(args) -> None:

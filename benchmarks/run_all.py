@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from camkit._io import write_text_atomic  # noqa: E402
 
 #: Arguments of each script: about two to four minutes each on two loaded cores.
-METRICS_ARGS = "--images 60 --images-fine 20 --repeat 5 --workers 2 --workers-images 1000"
+METRICS_ARGS = "--images 60 --repeat 5 --workers 2 --workers-images 1000"
 EM_ARGS = "--repeats 15 --threads 1"  # one thread: stable on a shared machine
 
 _BLOCK = re.compile(r"<!-- markdown:start -->\n(.*?)\n<!-- markdown:end -->", re.DOTALL)

@@ -153,7 +153,7 @@ def box_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
             if os.environ.get("CI"):
                 pytest.fail("the compiled box kernel (camkit.boxes._union_find) is not built")
             pytest.skip("the compiled box kernel is not built")
-        monkeypatch.setattr(_engine, "_KERNEL_COST_IN_SCANS", -1)
+        monkeypatch.setattr(_engine, "_SEARCHES_PER_SIDE", -1)
     else:
         monkeypatch.setattr(_engine, "KERNEL", None)
     return str(request.param)

@@ -9,30 +9,36 @@ Two exact paths give the same boxes:
   components of its complement off the image edge);
 * one ``cv2.findContours`` per distinct set on its bounding crop (``_search``).
 
-The rule between them is a cost model: both costs are linear in the pixels they visit. The
-kernel visits every pixel of the map twice, each visit costing about
-``_KERNEL_COST_IN_SCANS`` times a contour search's raster scan of one pixel; the searches scan
-the crops of the sets. The kernel runs when the searches would scan more, so neither path costs
-more than the other would (maps with many contours cost the searches more per pixel, which only
-moves the balance further toward the kernel). Single-contour mode always searches: the kernel
-gives pixel boxes, not the polygon areas (``cv2.contourArea``) that choose the largest contour.
+The rule between them is a cost model. The kernel costs the same per pixel on any map: its
+cost grows with the map's area. A contour search scans the binary image fast and spends its
+time tracing contours: on CAM-like maps its cost grows with the contours' length, a few times
+the map's side. So the kernel costs about as much as ``_SEARCHES_PER_SIDE * side`` searches
+(``side = sqrt(H * W)``), and runs when there are more distinct sets than that. The cheapest
+maps to search (smooth, few contours) set the constant, so the kernel never runs where the
+searches would have cost less by much, and never where the straightforward implementation (a
+full-map search per threshold) would; maps with more contours cost the searches more and the
+kernel the same, so the kernel is then the cheaper path by more. Single-contour mode always
+searches: the kernel gives pixel boxes, not the polygon areas (``cv2.contourArea``) that
+choose the largest contour.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import sqrt
 from types import ModuleType
 
 import numpy as np
 
-from camkit.boxes._levels import crop_bounds, level_sets, quantize
+from camkit.boxes._levels import level_sets, quantize
 from camkit.boxes._search import search_boxes
 
-#: Cost of one pixel of the kernel's two passes in pixels of contour-search raster scan: the
-#: passes read 8 neighbours and follow a parent chain per pixel, a search thresholds and scans
-#: it once. ``benchmarks/bench_metrics.py --kernel-cost`` measures the ratio (16-24 on the
-#: machines measured so far); the lower end keeps the kernel where it is the faster path.
-_KERNEL_COST_IN_SCANS = 16
+#: The kernel's cost in full-map contour searches per pixel of map side, on the maps cheapest to
+#: search (rounded up). ``benchmarks/bench_metrics.py --only kernel-cost`` measures it: about
+#: 0.22 on a single Gaussian blob at 112 and 224 pixels a side (0.13 at 448), 0.09-0.14 on
+#: smooth CAM-like maps, 0.04 on cluttered ones; one contour search costs less on a set smaller
+#: than the map, which moves the balance toward the searches again.
+_SEARCHES_PER_SIDE = 0.25
 
 
 def _load_kernel() -> ModuleType | None:
@@ -92,16 +98,14 @@ def threshold_boxes_of_map(scoremap: np.ndarray, thresholds: np.ndarray,
     q = quantize(scoremap)
     sets = level_sets(q, thresholds)
     kept = sets.kept
-    bounds = crop_bounds(q, kept)
-    scanned = int(((bounds[:, 1] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 2])).sum())
-    if multi_contour and KERNEL is not None and scanned > _KERNEL_COST_IN_SCANS * q.size:
+    if multi_contour and KERNEL is not None and kept.size > _SEARCHES_PER_SIDE * sqrt(q.size):
         wanted = np.zeros(256, dtype=np.uint8)
         wanted[kept] = 1
         records = np.frombuffer(KERNEL.level_boxes(q, wanted, True), dtype=np.int64)
         records = records.reshape(-1, 6)
         boxes, first_set, last_set = records[:, :4], records[:, 4], records[:, 5]
     else:
-        boxes, first_set = search_boxes(q, kept, multi_contour, bounds)
+        boxes, first_set = search_boxes(q, kept, multi_contour)
         last_set = first_set
     first, last = sets.threshold_ranges(first_set, last_set)
     empty = int(np.count_nonzero(sets.set_of_threshold == kept.size))

@@ -23,18 +23,16 @@ def correct_at_thresholds(boxes: ThresholdBoxes, gt_boxes: np.ndarray,
     """``(len(iou_thresholds), T)`` bool: whether a box of the map at each threshold reaches
     each IoU threshold with one of ``gt_boxes``.
 
-    A box reaching IoU ``d`` counts for its whole threshold range: the ranges are added up
-    through a difference array, one ``bincount`` pair per IoU threshold.
+    A box reaching IoU ``d`` counts for its whole threshold range: the ranges are added up in
+    a difference array per IoU threshold (two ``bincount`` calls for all of them).
     """
     best = np.asarray(box_iou(boxes.boxes, gt_boxes)).max(axis=1)
-    size = boxes.num_thresholds + 1
-    reached = np.empty((iou_thresholds.size, boxes.num_thresholds), dtype=bool)
-    for row, iou in enumerate(iou_thresholds.tolist()):
-        hit = best >= iou
-        change = np.bincount(boxes.first[hit], minlength=size) - \
-            np.bincount(boxes.last[hit] + 1, minlength=size)
-        reached[row] = np.cumsum(change[:-1]) > 0
-    return reached
+    width = boxes.num_thresholds + 1
+    row, box = np.nonzero(best[None, :] >= iou_thresholds[:, None])
+    size = iou_thresholds.size * width
+    change = np.bincount(row * width + boxes.first[box], minlength=size) - \
+        np.bincount(row * width + boxes.last[box] + 1, minlength=size)
+    return np.cumsum(change.reshape(iou_thresholds.size, width), axis=1)[:, :-1] > 0
 
 
 def split_batch(scoremaps: object, gt_boxes: object) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -138,6 +136,8 @@ class BoxAccuracy(CountingState):
         """
         maps, boxes = split_batch(scoremaps, gt_boxes)
         per_map = threshold_boxes(maps, self.thresholds, multi_contour=self.multi_contour)
+        if isinstance(per_map, ThresholdBoxes):  # (maps is (B, H, W): a list comes back)
+            per_map = [per_map]
         iou_thresholds = np.asarray(self.iou_thresholds)
         correct = self._state["correct"]
         for map_boxes, gt in zip(per_map, boxes, strict=True):
