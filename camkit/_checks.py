@@ -40,7 +40,7 @@ def check_finite_number(
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
     if low is not None and (number < low or (not low_inclusive and number == low)):
@@ -72,7 +72,9 @@ def check_size(value: object, name: str) -> tuple[int, int]:
         pair = tuple(value)
     else:
         raise TypeError(f"{name} must be an int or a pair (H, W) of ints, got {value!r}")
+    sizes: list[int] = []
     for item in pair:
         if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
             raise ValueError(f"{name} must hold positive ints, got {value!r}")
-    return int(pair[0]), int(pair[1])  # type: ignore[arg-type]
+        sizes.append(int(item))
+    return sizes[0], sizes[1]

@@ -52,8 +52,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
-            model = model._orig_mod
+        elif isinstance(original := getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = original
         else:
             return model
 
@@ -66,6 +66,7 @@ def select_logits(output: object, selector: LogitsSelector = None) -> Tensor:
     ``selector`` may name a key or attribute (str), an index (int), or be a callable.
     ``(B, K, 1, 1)`` logits are flattened to ``(B, K)``.
     """
+    value: object  # checked to be a tensor below
     if callable(selector):
         value = selector(output)
     elif isinstance(selector, str):
@@ -166,7 +167,7 @@ def _is_classifier_type(module: nn.Module) -> bool:
             and module.groups == 1)
 
 
-def _in_features(module: nn.Module) -> int:
+def _in_features(module: nn.Linear | nn.Conv2d) -> int:
     return module.in_features if isinstance(module, nn.Linear) else module.in_channels
 
 
@@ -185,7 +186,7 @@ class Discovery:
     feature_name: str
     feature_layer: nn.Module
     classifier_name: str
-    classifier: nn.Module
+    classifier: nn.Linear | nn.Conv2d
     channels: int
     embed_channels: int
     num_classes: int
@@ -240,12 +241,13 @@ def _pick_features(events: list[_Event], stop: int, explicit: nn.Module | str | 
         if not found:
             raise ValueError(f"feature_layer={name!r} is not called before the classifier in "
                              "the model's forward")
-        if events[found[-1]].output is None or events[found[-1]].output.dim() != 4:
+        output = events[found[-1]].output
+        if output is None or output.dim() != 4:
             raise ValueError(f"feature_layer={name!r} must output a 4-D (B, C, h, w) tensor, got "
-                             f"{_shape(events[found[-1]].output)}")
+                             f"{_shape(output)}")
         return found[-1]
-    spatial = [i for i in range(stop) if events[i].output is not None
-               and events[i].output.dim() == 4 and events[i].output.shape[2:].numel() > 1]
+    spatial = [i for i, e in enumerate(events[:stop]) if e.output is not None
+               and e.output.dim() == 4 and e.output.shape[2:].numel() > 1]
     if not spatial:
         raise ValueError("no module outputs a 4-D feature map with spatial size > 1x1 before "
                          f"the classifier {events[stop].name!r}; the example input may be too "
@@ -329,10 +331,12 @@ def discover(model: nn.Module, *, feature_layer: nn.Module | str | None = None,
     f_index = _pick_features(events, c_index, feature_layer, model)
     c_event, f_event = events[c_index], events[f_index]
     assert f_event.output is not None  # checked by _pick_features
+    classifier_module = c_event.module
+    assert isinstance(classifier_module, (nn.Linear, nn.Conv2d))  # checked by _pick_classifier
     channels = f_event.output.shape[1]
     head, width = _build_head(events, f_index, c_index, channels, c_event.name, f_event.name)
-    found = Discovery(f_event.name, f_event.module, c_event.name, c_event.module, channels,
-                      _in_features(c_event.module), logit_tensor.shape[1], head)
+    found = Discovery(f_event.name, f_event.module, c_event.name, classifier_module, channels,
+                      _in_features(classifier_module), logit_tensor.shape[1], head)
     if found.embed_channels != width:
         through = f" ({width} after the head)" if head else ""
         raise ValueError(f"the classifier {c_event.name!r} takes {found.embed_channels} inputs "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def _tasks(args: argparse.Namespace) -> tuple[str, dict[str, Any], list[dict[str
 
     metadata = load_wsol_metadata(args.metadata_root / args.dataset / args.split)
     grid = threshold_grid(args.cam_curve_interval).tolist()
+    targets: Mapping[str, object]  # per image id: its mask paths or its boxes
     if metadata.masks is not None:
         if args.mask_root is None:
             raise ValueError(f"--mask-root is required for the masks of {args.dataset}")

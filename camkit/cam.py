@@ -28,9 +28,9 @@ __all__ = [
 ]
 
 
-def _classifier_matrix(weight: Tensor, name: str) -> Tensor:
+def _classifier_matrix(weight: object, name: str) -> Tensor:
     """View a linear ``(K, C)`` or 1x1-conv ``(K, C, 1, 1)`` weight as ``(K, C)``."""
-    check_tensor(weight, name, ndim=(2, 4), shape_doc="(K, C) or (K, C, 1, 1)")
+    weight = check_tensor(weight, name, ndim=(2, 4), shape_doc="(K, C) or (K, C, 1, 1)")
     if weight.dim() == 4:
         if weight.shape[2:] != (1, 1):
             raise ValueError(
@@ -45,7 +45,8 @@ def _check_classes(classes: Tensor | int, batch: int, num_classes: int, ref: Ten
     """Turn ``classes`` into a ``(B,)`` int64 tensor on ``ref``'s device, checking its range."""
     if isinstance(classes, int) and not isinstance(classes, bool):
         classes = torch.full((batch,), classes, dtype=torch.long, device=ref.device)
-    check_tensor(classes, "classes", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
+    classes = check_tensor(classes, "classes", ndim=(0, 1), dtypes=INDEX_DTYPES,
+                           shape_doc="(B,)")
     check_same_device(ref, "features", classes=classes)
     if classes.dim() == 0:
         classes = classes.expand(batch)
@@ -198,9 +199,9 @@ class NegativeWeightClamp(nn.Module):
 
     def forward(self, features: Tensor, classes: Tensor | int) -> Tensor:
         """CAM of ``classes`` from ``features (Tensor[B, C, h, w])`` → ``Tensor[B, h, w]``."""
-        return class_activation_map(
-            features, self.classifier.weight, classes, clamp_negative=True
-        )
+        # Read live (see the class docstring); class_activation_map checks it further.
+        weight = check_tensor(self.classifier.weight, "weight", dtypes=None)
+        return class_activation_map(features, weight, classes, clamp_negative=True)
 
 
 class ClassActivationMap(nn.Module):

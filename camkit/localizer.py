@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from camkit._validation import (
 )
 from camkit.cam import class_activation_map, normalize_map, upsample_map
 from camkit.threshold import percentile_threshold
+
+if TYPE_CHECKING:
+    from camkit.cream import ContextEmbeddingBank
 
 __all__ = ["Localization", "Localizer", "attach"]
 
@@ -58,7 +61,8 @@ def _check_labels(labels: Tensor | int, ref: Tensor, num_classes: int) -> Tensor
     batch = ref.shape[0]
     if isinstance(labels, int) and not isinstance(labels, bool):
         labels = torch.full((batch,), labels, dtype=torch.long, device=ref.device)
-    check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
+    labels = check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES,
+                          shape_doc="(B,)")
     labels = labels.to(ref.device).long().expand(batch) if labels.dim() == 0 else labels
     if labels.shape[0] != batch:
         raise ValueError(f"labels must hold one class per image (B={batch}), got "
@@ -115,6 +119,10 @@ class Localizer(nn.Module):
     and boxes.
     """
 
+    # Set with object.__setattr__ (outside the module registry): typed here for the checker.
+    _classifier: nn.Linear | nn.Conv2d
+    _head: list[tuple[nn.Module, tuple[int, ...]]]
+
     def __init__(self, model: nn.Module, *, method: str, feature_layer: nn.Module | str | None,
                  classifier: nn.Module | str | None, num_classes: int | None,
                  tap: float | None, clamp_negative: bool | None, logits: LogitsSelector,
@@ -146,7 +154,7 @@ class Localizer(nn.Module):
         # Held outside the module registry: they belong to (and move with) ``model``.
         object.__setattr__(self, "_classifier", found.classifier)
         object.__setattr__(self, "_head", found.head)
-        self.bank: nn.Module | None = None
+        self.bank: ContextEmbeddingBank | None = None
         if method == "cream":
             from camkit.cream import ContextEmbeddingBank
 
@@ -209,8 +217,9 @@ class Localizer(nn.Module):
         if len(store) == 1:
             return next(iter(store.values()))
         wrapper = self.model  # DataParallel: replicas in device_ids order, to output_device
-        while not isinstance(wrapper, nn.DataParallel) and hasattr(wrapper, "_orig_mod"):
-            wrapper = wrapper._orig_mod
+        while not isinstance(wrapper, nn.DataParallel) and isinstance(
+                original := getattr(wrapper, "_orig_mod", None), nn.Module):
+            wrapper = original
         order = [torch.device("cuda", i) for i in getattr(wrapper, "device_ids", [])]
         order = [d for d in order if d in store] or list(store)
         target = torch.device("cuda", wrapper.output_device) if isinstance(
@@ -225,7 +234,7 @@ class Localizer(nn.Module):
         weight = self._classifier.weight.detach().to(features.device)
         return class_activation_map(features, weight, classes, clamp_negative=clamp_negative)
 
-    def _bank_on(self, device: torch.device) -> nn.Module:
+    def _bank_on(self, device: torch.device) -> ContextEmbeddingBank:
         assert self.bank is not None
         if self.bank.fg.device != device:
             self.bank.to(device)
@@ -288,7 +297,7 @@ class Localizer(nn.Module):
             chosen = _check_labels(chosen, embedded, self.num_classes)
             cam = self._cam(embedded, chosen, clamp)
             maps = self._cream(embedded, cam, chosen) if use_cream else cam
-            scoremaps = normalize_map(upsample_map(maps, tuple(x.shape[-2:])))
+            scoremaps = normalize_map(upsample_map(maps, (x.shape[-2], x.shape[-1])))
             thresholds = self._thresholds(scoremaps, rule)
         found: list[np.ndarray | None] = [None] * x.shape[0]
         if boxes and x.shape[0]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
-def _cv2():
+def _cv2() -> ModuleType:
     import cv2
 
     return cv2
@@ -35,10 +36,10 @@ def to_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
             floats are read as [0, 1] (clipped), integers as [0, 255].
     """
     if isinstance(image, torch.Tensor):
-        array = image.detach().cpu()
-        if array.dim() == 3:
-            array = array.permute(1, 2, 0)
-        array = array.float().numpy() if array.is_floating_point() else array.numpy()
+        tensor = image.detach().cpu()
+        if tensor.dim() == 3:
+            tensor = tensor.permute(1, 2, 0)
+        array = tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
     elif isinstance(image, np.ndarray):
         array = image
     else:

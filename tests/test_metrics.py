@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from wsol_reference import oracle_correct, oracle_iou, oracle_pxap
 
 from camkit.boxes import boxes_from_scoremap, threshold_grid
-from camkit.boxes._levels import best_iou_per_threshold, level_boxes, quantize, threshold_levels
 from camkit.metrics import (
     BoxAccuracy,
     LocalizationAccuracy,
@@ -21,7 +19,6 @@ from camkit.metrics import (
     box_accuracy,
     pixel_ap,
 )
-from camkit.metrics._box import best_iou_at_thresholds
 from camkit.threshold import percentile_threshold
 
 
@@ -81,79 +78,6 @@ def test_property_box_accuracy_equals_reference(seed, multi):
     metric.update(maps, gt)
     np.testing.assert_array_equal(metric.state_dict()["state"]["correct"],
                                   oracle_correct(maps, gt, grid, (0.5,), multi))
-
-
-@given(seed=st.integers(0, 10_000), multi=st.booleans(),
-       at_least=st.sampled_from([0.05, 0.3, 0.5, 0.9]), interval=st.sampled_from([0.01, 0.001]))
-def test_pruned_thresholds_only_hide_ious_below_the_lowest_counted(seed, multi, at_least,
-                                                                   interval):
-    """Thresholds whose crop cannot reach ``at_least`` are not searched: every best IoU at or
-    above it is unchanged, every one below reads 0. GT boxes include one-pixel boxes and boxes
-    on the image's last row and column (where boxes end one pixel past their crop)."""
-    rng = np.random.default_rng(seed)
-    maps = blob_maps(seed, 1, size=20)
-    if seed % 2:  # cluttered: many components per level, so the live region cuts some
-        coarse = rng.random((6, 6))
-        maps = cv2.resize(coarse, (20, 20), interpolation=cv2.INTER_CUBIC)[None]
-        maps = (maps - maps.min()) / (maps.max() - maps.min())
-    gt = random_gt(seed + 1, 1, size=20)[0]
-    x, y = rng.integers(0, 20, 2)
-    gt = np.concatenate([gt, [[x, y, x, y], [x, y, 19, 19]]]).astype(np.int64)
-    grid = threshold_grid(interval)  # 0.001: the trees' (or compiled) searches are pruned
-    full = best_iou_at_thresholds(maps[0], grid, gt, multi)
-    pruned = best_iou_at_thresholds(maps[0], grid, gt, multi, at_least=at_least)
-    np.testing.assert_array_equal(pruned[full >= at_least], full[full >= at_least])
-    assert np.all(pruned[full < at_least] < at_least)
-
-
-def test_pruning_skips_the_searches_of_sets_far_from_every_gt_box():
-    scoremap = np.zeros((40, 40))
-    scoremap[2:6, 2:6] = 1.0  # a small square far from the GT box
-    scoremap[20:36, 20:36] = 0.5
-    gt = np.array([[20, 20, 36, 36]])
-    q = quantize(scoremap)
-    levels = threshold_levels(threshold_grid(0.01), int(q.max()))
-    level = level_boxes(q, levels, multi_contour=True, prune=(gt, 0.3))
-    assert level.pruned is not None and level.pruned.sum() == 1  # {q >= 255}: the square
-    best = best_iou_per_threshold(level, gt)
-    np.testing.assert_array_equal(best, best_iou_per_threshold(
-        level_boxes(q, levels, multi_contour=True), gt) * (best > 0))
-    assert best[0] == 1.0 and best[-1] == 0.0
-
-
-def test_pruned_search_covers_only_the_live_region(monkeypatch):
-    """After a search, the next sets are searched only where a box that counts may be: inside
-    the boxes (of the set searched before) that can still reach the lowest IoU; components
-    outside them cannot give a box that counts. (Components that the region cuts are covered
-    by the Hypothesis property above, on cluttered maps.)"""
-    from camkit.boxes import _levels
-
-    scoremap = np.zeros((40, 40))
-    rows = np.arange(2, 14)[:, None]
-    scoremap[2:14, 2:14] = 0.5 + 0.04 * (6 - np.abs(rows - 7.5))  # a ridge over the GT box
-    scoremap[:, 30:36] = 0.9  # a tall bar away from it, higher than the ridge
-    scoremap[20:24, 10:28] = 0.3  # a low bar below it
-    gt = np.array([[0, 0, 15, 15]])
-    searched = []
-    search = _levels._find_contours
-
-    def recording(q, value, bounds, multi_contour):
-        searched.append(list(bounds))
-        return search(q, value, bounds, multi_contour)
-
-    monkeypatch.setattr(_levels, "_find_contours", recording)
-    grid = threshold_grid(0.01)
-    for multi in (True, False):
-        searched.clear()
-        metric = BoxAccuracy(grid, multi_contour=multi)
-        metric.update(scoremap[None], [gt])
-        np.testing.assert_array_equal(
-            metric.state_dict()["state"]["correct"],
-            oracle_correct(scoremap[None], [gt], grid, (0.3, 0.5, 0.7), multi))
-        if multi:  # the first search sees the whole set; the next ones the square's box only
-            assert searched[0] == [0, 40, 2, 36]
-            assert all(bounds[1] <= 14 and bounds[3] <= 14 for bounds in searched[1:])
-            assert len(searched) > 2
 
 
 def test_perfect_box_map_scores_100_and_v1_configuration():
@@ -258,6 +182,26 @@ def test_pixel_ap_ignores_ignored_pixels():
     assert pixel_ap(scoremap, mask).pxap < 100.0
 
 
+def test_pixel_ap_mask_dtypes():
+    """Wider integer masks and bool masks count as uint8 ones; a value out of uint8's range is
+    named as it is, not as it would wrap."""
+    maps = blob_maps(11, 2, size=12)
+    masks = masks_for(maps, 12)
+    expected = pixel_ap(maps, masks).pxap
+    assert pixel_ap(maps, masks.astype(np.int64)).pxap == expected
+    assert pixel_ap(torch.from_numpy(maps), torch.from_numpy(masks.astype(np.int32))).pxap == (
+        expected)
+    assert pixel_ap(maps, masks == 1).pxap == oracle_pxap(maps, (masks == 1).astype(np.uint8),
+                                                          threshold_grid(0.01))
+    wide = masks.astype(np.int64)
+    wide[1, 5, 5] = -1
+    with pytest.raises(ValueError, match=r"0, 1 and 255, got -1$"):
+        pixel_ap(maps, wide)
+    wide[1, 5, 5] = 256
+    with pytest.raises(ValueError, match=r"0, 1 and 255, got 256$"):
+        pixel_ap(maps, wide)
+
+
 def test_pixel_ap_errors():
     with pytest.raises(ValueError, match="foreground pixel"):
         pixel_ap(np.zeros((1, 4, 4)), np.zeros((1, 4, 4), dtype=np.uint8))
@@ -270,9 +214,8 @@ def test_pixel_ap_errors():
 
 
 def test_pixel_ap_refuses_other_mask_values_before_counting():
-    """Mask values are checked by the counting itself (a slot of their own): a value other than
-    0, 1 and 255 anywhere in the batch, here in the last map on a pixel whose score lies in a
-    cell of the binning table that an edge splits (0.07), is an error and nothing is counted."""
+    """A mask value other than 0, 1 and 255 anywhere in the batch, here in the last map, is an
+    error that names it, and nothing of the batch is counted."""
     metric = PixelAP([0.0, 0.07, 0.5])
     maps = np.full((3, 4, 4), 0.07)
     masks = np.ones((3, 4, 4), dtype=np.uint8)
@@ -389,6 +332,20 @@ def test_pixel_ap_edges_sharing_a_cell_or_on_cell_bounds_equal_numpy_histogram()
     assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
 
 
+def test_pixel_ap_edges_packed_in_one_cell_equal_numpy_histogram():
+    """Many edges inside one binning cell (more than a binary search would compare): every
+    score on, just below or just above an edge lands where numpy.histogram puts it."""
+    thresholds = np.concatenate([[0.0, 0.25], 0.5 + 2.0**-20 * np.arange(40), [0.75]])
+    near = np.concatenate([thresholds, np.nextafter(thresholds, 0), np.nextafter(thresholds, 1),
+                           [1.0]]).clip(0, 1)
+    rng = np.random.default_rng(5)
+    scores = rng.random(24 * 24)
+    scores[: near.size] = near
+    scores = scores.reshape(1, 24, 24)
+    masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
+    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+
+
 def test_pixel_ap_grid_that_stops_short_of_one_equals_numpy_histogram():
     """An evenly spaced grid that ends well below 1 has a wide bin up to the 1.0 edge."""
     rng = np.random.default_rng(3)
@@ -396,3 +353,57 @@ def test_pixel_ap_grid_that_stops_short_of_one_equals_numpy_histogram():
     scores = rng.random((2, 16, 16))
     masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
     assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+
+
+_TINY_STEP = 2.0**-18  # finer than PixelAP's binning cells (2**-16): several edges share a cell
+
+
+@st.composite
+def pixel_counting_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random thresholds (even, uneven, clustered closer than a binning cell, dyadic, with and
+    without 0 and 1), maps whose scores sit on, just below and just above the edges, and masks
+    of 0, 1 and 255."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["even", "uneven", "clustered", "dyadic"]))
+    if kind == "even":
+        thresholds = np.arange(draw(st.floats(0.0, 0.5)), 1.0, draw(st.sampled_from(
+            [0.05, 0.01, 0.001, 0.0001])))
+    elif kind == "uneven":
+        thresholds = np.unique(rng.random(draw(st.integers(1, 40))))
+    elif kind == "clustered":
+        base = rng.random(draw(st.integers(1, 6)))
+        offsets = _TINY_STEP * np.arange(draw(st.integers(2, 5)))
+        thresholds = np.unique(np.clip(base[:, None] + offsets, 0.0, 1.0))
+    else:
+        thresholds = np.unique(rng.integers(0, 2**8 + 1, draw(st.integers(1, 20))) / 2**8)
+    if draw(st.booleans()):
+        thresholds = np.unique(np.append(thresholds, [0.0, 1.0]))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    scores = rng.random(shape)
+    flat = scores.reshape(-1)
+    near = np.concatenate([thresholds, np.nextafter(thresholds, 0), np.nextafter(thresholds, 1),
+                           [0.0, 1.0]]).clip(0.0, 1.0)
+    on_edges = rng.random(flat.size) < draw(st.floats(0.0, 1.0))
+    flat[on_edges] = rng.choice(near, int(on_edges.sum()))
+    masks = rng.choice(np.array([0, 1, 255], dtype=np.uint8), shape)
+    return thresholds, scores, masks
+
+
+@given(pixel_counting_cases())
+def test_property_pixel_ap_counts_equal_reference(case):
+    """PixelAP's counts are the reference's (two numpy.histogram calls per map on the edges
+    ``thresholds ++ [1, 2, 3]``) bit for bit, and so is PxAP, on any grid, scores on edges
+    included, float32 maps too (the reference casts them to float64)."""
+    thresholds, scores, masks = case
+    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+    scores32 = scores.astype(np.float32)
+    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores32.astype(np.float64), masks)
+    metric32 = PixelAP(thresholds)
+    metric32.update(scores32, masks)
+    metric64 = PixelAP(thresholds)
+    metric64.update(scores32.astype(np.float64), masks)
+    assert metric32.state_dict() == metric64.state_dict()
+    metric = PixelAP(thresholds)
+    metric.update(scores, masks)
+    if metric.state_dict()["state"]["foreground"] != [0] * (thresholds.size + 2):
+        assert metric.compute().pxap == oracle_pxap(scores, masks, thresholds)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -204,6 +204,7 @@ def load_wsol_metadata(folder: str | Path) -> WSOLMetadata:
     boxes = read_box_localization(localization) if kind == "boxes" else None
     masks = read_mask_localization(localization) if kind == "masks" else None
     annotated = boxes if boxes is not None else masks
+    assert annotated is not None  # _localization_kind gives "boxes" or "masks"
     for image_id in image_ids:
         tables = (("class_labels.txt", labels), ("localization.txt", annotated))
         missing = [name for name, table in tables if image_id not in table]
@@ -222,9 +223,10 @@ def resized_gt_boxes(metadata: WSOLMetadata, size: tuple[int, int] = (224, 224)
 
     if metadata.boxes is None:
         raise ValueError(f"metadata of {str(metadata.folder)!r} holds masks, not boxes")
+    # NumPy boxes in, NumPy boxes out.
     return {
-        image_id: resize_boxes(metadata.boxes[image_id], tuple(metadata.image_sizes[image_id]),
-                               size)
+        image_id: cast(np.ndarray, resize_boxes(metadata.boxes[image_id],
+                                                metadata.image_sizes[image_id], size))
         for image_id in metadata.image_ids
     }
 

@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,7 +52,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike[str] | None = None, *,
     def dataset(split: str, length: int) -> SyntheticWSOL:
         return SyntheticWSOL(SyntheticWSOLConfig(
             seed=config.seed, num_classes=config.num_classes, image_size=config.image_size,
-            part_ratio=tuple(config.part_ratio), split=split, length=length))
+            part_ratio=config.part_ratio, split=split, length=length))
 
     train_split = render_split(dataset("train", config.train_size), "render train", progress)
     test_split = render_split(dataset("test", config.test_size), "render test", progress)
@@ -70,18 +71,19 @@ def run_demo(config: DemoConfig, out: str | os.PathLike[str] | None = None, *,
             generator = torch.Generator().manual_seed(config.seed + 1)
             banks = {m: ContextEmbeddingBank(config.num_classes, channels, momentum=m,
                                              generator=generator) for m in ABLATION_MOMENTA}
-        settings = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-                    "weight_decay": config.weight_decay, "seed": config.seed,
-                    "progress": progress}
+        fit = partial(train, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                      weight_decay=config.weight_decay, seed=config.seed, progress=progress)
         with camkit.attach(model.head, method="cream", example_input=train_inputs[:1]) as loc:
-            log = train(loc, model.head, train_inputs, train_split["labels"], extra_banks=banks,
-                        feature_module=model.head.features,
-                        classifier_weight=lambda: model.head.fc.weight.detach(), **settings)
+            log = fit(loc, model.head, train_inputs, train_split["labels"], extra_banks=banks,
+                      feature_module=model.head.features,
+                      classifier_weight=lambda: model.head.fc.weight.detach())
+            assert loc.bank is not None  # method="cream" holds one
             learned_bank = loc.bank.state_dict()
         logs = {"GAP": log}
         # Localize with the whole network (images in); the bank learned during training moves
         # over through its state_dict.
         full = camkit.attach(model, method="cream", example_input=example)
+        assert full.bank is not None
         full.bank.load_state_dict(learned_bank)
         handles.update({"CAM": full, "RCAM": full, "CREAM": full})
         if config.tap is not None:
@@ -90,8 +92,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike[str] | None = None, *,
                                trunk=model.trunk)
             with camkit.attach(tap_model.head, method="rcam", tap=config.tap,
                                example_input=train_inputs[:1]) as tap_loc:
-                logs["TAP"] = train(tap_loc, tap_model.head, train_inputs,
-                                    train_split["labels"], **settings)
+                logs["TAP"] = fit(tap_loc, tap_model.head, train_inputs, train_split["labels"])
             handles["RCAM+TAP"] = camkit.attach(tap_model, method="rcam", tap=config.tap,
                                                 example_input=example)
         trained = time.perf_counter()

@@ -145,7 +145,7 @@ def evaluate(
     studies = {f"T={t}": _box_meter(grid) for t in ablation_iterations}
     studies.update({f"lambda={m:g}": _box_meter(grid) for m in ablation_banks or {}})
     count = split["images"].shape[0]
-    size = tuple(split["images"].shape[-2:])
+    size = (split["images"].shape[-2], split["images"].shape[-1])
     correct = 0
     bar = ProgressBar(-(-count // batch_size), "evaluate", enabled=progress)
     if studies and (feature_module is None or classifier_weight is None):
@@ -163,6 +163,7 @@ def evaluate(
                 if position == 0:
                     correct += int((result.logits.argmax(1) == targets.labels).sum())
                     if studies and captured:
+                        assert classifier_weight is not None  # checked above
                         _update_studies(studies, captured[-1], classifier_weight(), loc,
                                         ablation_banks or {}, ablation_iterations, size,
                                         targets)
@@ -182,7 +183,7 @@ def evaluate(
 
 def _update_studies(studies: dict[str, BoxAccuracy], features: Tensor, weight: Tensor,
                     loc: Localizer, banks: dict[float, ContextEmbeddingBank],
-                    iterations: tuple[int, ...], size: tuple[int, ...],
+                    iterations: tuple[int, ...], size: tuple[int, int],
                     targets: _Targets) -> None:
     labels, boxes = targets.labels, targets.boxes
     cam = class_activation_map(features, weight, labels)
@@ -190,6 +191,7 @@ def _update_studies(studies: dict[str, BoxAccuracy], features: Tensor, weight: T
         if t == 0:
             maps = cam
         else:
+            assert loc.bank is not None  # the first handle, attached with method="cream"
             maps = cream_map(features, loc.bank.fg[labels], loc.bank.bg[labels], cam=cam,
                              scale=loc.scale, iterations=t)
         studies[f"T={t}"].update(normalize_map(upsample_map(maps, size)), boxes)

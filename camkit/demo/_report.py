@@ -69,8 +69,9 @@ def _overlay_grid(handles: dict[str, Localizer], split: dict[str, Tensor],
             panel = viz.overlay_heatmap(images[b], result.scoremaps[b], alpha=0.5)
             panel = viz.draw_boxes(panel, split["boxes"][index][b][None], color=(0, 220, 0),
                                    thickness=1)
-            column.append(viz.draw_boxes(panel, result.boxes[b], color=(255, 255, 255),
-                                         thickness=1))
+            boxes = result.boxes[b]
+            assert boxes is not None  # localize extracts boxes by default
+            column.append(viz.draw_boxes(panel, boxes, color=(255, 255, 255), thickness=1))
         columns.append(column)
     rows = [list(row) for row in zip(*columns, strict=True)]
     scale = max(1, 128 // images.shape[-1])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,15 @@ def capture_outputs(module: nn.Module | None) -> Iterator[list[Tensor]]:
             handle.remove()
 
 
+class ItemDataset(Protocol):
+    """Random access to dict items: a list of them or a map-style ``torch.utils.data.Dataset``
+    with ``__len__``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+
 @dataclass
 class TrainingLog:
     """Per-epoch mean loss and training accuracy (percent), and the wall time in seconds."""
@@ -43,7 +53,7 @@ class TrainingLog:
     seconds: float
 
 
-def render_split(dataset: Sequence[dict[str, Tensor]], description: str,
+def render_split(dataset: ItemDataset, description: str,
                  progress: bool | None) -> dict[str, Tensor]:
     """Render every item once: ``uint8 (N, 3, S, S)`` images, labels, boxes and masks of the
     whole object and of its class-specific part."""
@@ -119,6 +129,7 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 if extra_banks and captured:
+                    assert classifier_weight is not None  # extra_banks come with it
                     with torch.no_grad():
                         cam = class_activation_map(captured[-1], classifier_weight(), y)
                         for bank in extra_banks.values():

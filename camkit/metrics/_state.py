@@ -46,7 +46,7 @@ class CountingState:
         shapes = {"num_images": (1,), **self._state_shapes()}
         self._state = {name: np.zeros(shape, dtype=np.int64) for name, shape in shapes.items()}
 
-    def merge(self: _Self, other: _Self) -> _Self:
+    def merge(self: _Self, other: CountingState) -> _Self:
         """Add ``other``'s counts into this metric (same class and configuration); returns self."""
         if type(other) is not type(self):
             raise TypeError(f"other must be a {type(self).__name__}, got {type(other).__name__}")
