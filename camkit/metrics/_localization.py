@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -133,10 +133,9 @@ class LocalizationAccuracy(CountingState):
         iou_threshold = np.array([self.iou_threshold])
         for index, (scoremap, gt, t) in enumerate(zip(maps, boxes, thresholds, strict=True)):
             # A threshold at or past 1 keeps nothing, as 1 does: q > int(t * max(q)) >= max(q).
-            map_boxes = threshold_boxes(scoremap, [min(float(t), 1.0)],
-                                        multi_contour=self.multi_contour)
-            if not isinstance(map_boxes, ThresholdBoxes):
-                raise TypeError("threshold_boxes of one (H, W) map gives one ThresholdBoxes")
+            map_boxes = cast(ThresholdBoxes,  # one (H, W) map: one ThresholdBoxes
+                             threshold_boxes(scoremap, [min(float(t), 1.0)],
+                                             multi_contour=self.multi_contour))
             if correct_at_thresholds(map_boxes, gt, iou_threshold)[0, 0]:
                 self._state["gt_known"] += 1
                 self._state["top1"] += int(in_top1[index])
