@@ -114,5 +114,5 @@ def threshold_boxes_of_map(scoremap: np.ndarray, thresholds: np.ndarray,
         boxes = np.concatenate([boxes, np.zeros((1, 4), dtype=np.int64)])
         first = np.append(first, count - empty)
         last = np.append(last, count - 1)
-    return ThresholdBoxes(boxes=np.ascontiguousarray(boxes), first=first, last=last,
+    return ThresholdBoxes(boxes=boxes, first=first, last=last,
                           num_thresholds=int(sets.set_of_threshold.size))

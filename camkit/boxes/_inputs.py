@@ -72,7 +72,7 @@ def as_boxes(value: object, name: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or (array != np.trunc(array)).any():
             raise ValueError(f"{name} must hold integral coordinates, got non-integral floats")
-    boxes = array.astype(np.int64)
+    boxes = array.astype(np.int64, copy=False)
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -42,9 +42,10 @@ class LevelSets:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """First and last threshold index of the sets ``first_set..last_set`` (inclusive):
         the thresholds of one set are consecutive, the sets ascending along the grid."""
-        first = np.searchsorted(self.set_of_threshold, first_set, side="left")
-        last = np.searchsorted(self.set_of_threshold, last_set, side="right") - 1
-        return first.astype(np.int64), last.astype(np.int64)
+        sets = np.arange(self.kept.size + 1)
+        first_of_set = np.searchsorted(self.set_of_threshold, sets, side="left")
+        last_of_set = np.searchsorted(self.set_of_threshold, sets, side="right") - 1
+        return first_of_set[first_set], last_of_set[last_set]
 
 
 def level_sets(q: np.ndarray, thresholds: np.ndarray) -> LevelSets:

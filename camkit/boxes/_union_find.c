@@ -32,11 +32,12 @@ typedef struct {
     size_t capacity;
 } Records;
 
-/* A component, created when a pixel is added with no added neighbour. Its root cell's parent
- * entry holds -2 - (its index), so components are numbered densely and stay in cache. */
+/* A component, created when a pixel is added with no added neighbour. Components are numbered
+ * densely and joined by a union-find of their own: a pixel keeps the number its component had
+ * when it was added, and the small component tables stay in cache where a union-find over the
+ * pixels would chase parents across the image. */
 typedef struct {
     int32_t x0, y0, x1, y1; /* pixel box, padded coordinates */
-    int32_t cell;           /* root cell */
     int32_t size;
     int32_t seen;  /* first wanted level (processing order) with the current box; -1: none */
     uint8_t dirty; /* in the dirty list: changed or created since the last wanted level */
@@ -45,7 +46,8 @@ typedef struct {
 } Component;
 
 typedef struct {
-    int32_t *parent; /* per padded cell: -1 not added, >= 0 parent cell, <= -2 root */
+    int32_t *label;  /* per padded cell: -1 not added, else a component (maybe merged since) */
+    int32_t *parent; /* per component: the one it was merged into; itself for a root */
     Component *components;
     int32_t count;   /* components created in this pass */
     int32_t *dirty_list;
@@ -95,16 +97,14 @@ static void records_push(Pass *pass, const Component *c, int32_t last_level)
     out->count++;
 }
 
-/* The component holding an added cell (path halving on the way). */
-static inline int32_t find(int32_t *parent, int32_t x)
+/* The root of a component (path halving on the way). */
+static inline int32_t find(int32_t *parent, int32_t id)
 {
-    while (parent[x] >= 0) {
-        int32_t up = parent[x], grand = parent[up];
-        if (grand >= 0)
-            parent[x] = grand;
-        x = grand >= 0 ? grand : up;
+    while (parent[id] != id) {
+        parent[id] = parent[parent[id]];
+        id = parent[id];
     }
-    return -2 - parent[x];
+    return id;
 }
 
 /* The component's box is about to change: write the box it had, if a wanted level saw it, and
@@ -152,7 +152,7 @@ static int32_t merge(Pass *pass, int32_t a, int32_t b)
         records_push(pass, cb, pass->levels - 1);
     cb->seen = -1;
     cb->alive = 0;
-    pass->parent[cb->cell] = ca->cell;
+    pass->parent[b] = a;
     ca->size += cb->size;
     if (cb->edge && !ca->edge) {
         retire(pass, a); /* no longer a hole */
@@ -175,14 +175,14 @@ static int32_t new_component(Pass *pass, int32_t cell, int32_t x, int32_t y)
     Component *c = pass->components + id;
     c->x0 = c->x1 = x;
     c->y0 = c->y1 = y;
-    c->cell = cell;
     c->size = 1;
     c->seen = -1;
     c->edge = 0;
     c->alive = 1;
     c->dirty = 1;
     pass->dirty_list[pass->dirty_count++] = id;
-    pass->parent[cell] = -2 - id;
+    pass->parent[id] = id;
+    pass->label[cell] = id;
     return id;
 }
 
@@ -228,10 +228,10 @@ static void build_tables(void)
 static inline void add_pixel(Pass *pass, int32_t p, uint32_t xy, const int32_t *ring,
                              int connectivity)
 {
-    int32_t *parent = pass->parent;
+    const int32_t *label = pass->label;
     unsigned mask = 0;
     for (int k = 0; k < 8; k++)
-        mask |= (unsigned)(parent[p + ring[k]] != -1) << k;
+        mask |= (unsigned)(label[p + ring[k]] != -1) << k;
     int32_t x = (int32_t)(xy & 0xffff), y = (int32_t)(xy >> 16);
     int count = representative_count[connectivity][mask];
     if (count == 0) {
@@ -239,14 +239,14 @@ static inline void add_pixel(Pass *pass, int32_t p, uint32_t xy, const int32_t *
         return;
     }
     const uint8_t *which = representatives[connectivity][mask];
-    int32_t id = find(parent, p + ring[which[0]]);
+    int32_t id = find(pass->parent, label[p + ring[which[0]]]);
     extend(pass, id, x, y);
     for (int i = 1; i < count; i++) {
-        int32_t other = find(parent, p + ring[which[i]]);
+        int32_t other = find(pass->parent, label[p + ring[which[i]]]);
         if (other != id)
             id = merge(pass, id, other);
     }
-    parent[p] = pass->components[id].cell;
+    pass->label[p] = id;
 }
 
 /* A wanted level is complete: every changed or new component that gives a contour takes it
@@ -299,12 +299,13 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
         start[v + 1] = start[v] + histogram[v];
     int32_t *order = malloc(pixels * sizeof(int32_t));
     uint32_t *coordinates = malloc(pixels * sizeof(uint32_t));
-    int32_t *parent = malloc(cells * sizeof(int32_t));
+    int32_t *label = malloc(cells * sizeof(int32_t));
     /* at most one component per pixel, and the padding ring's */
+    int32_t *parent = malloc((pixels + 1) * sizeof(int32_t));
     Component *components = malloc((pixels + 1) * sizeof(Component));
     int32_t *dirty_list = malloc((pixels + 1) * sizeof(int32_t));
     int status = -1;
-    if (!order || !coordinates || !parent || !components || !dirty_list)
+    if (!order || !coordinates || !label || !parent || !components || !dirty_list)
         goto done;
     {
         size_t next[256];
@@ -319,12 +320,12 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
         }
     }
 
-    Pass pass = {parent, components, 0, dirty_list, 0, width, height, 0, 0, total, out, 0};
+    Pass pass = {label, parent, components, 0, dirty_list, 0, width, height, 0, 0, total, out, 0};
     const int32_t ring[8] = {-pw - 1, -pw, -pw + 1, 1, pw + 1, pw, pw - 1, -1};
 
     /* Outer pass: 8-connected components of {q >= v}, v from the highest wanted value down. */
     for (size_t i = 0; i < cells; i++)
-        parent[i] = -1;
+        label[i] = -1;
     for (int v = 255; v >= lowest; v--) {
         for (size_t i = start[v]; i < start[v + 1]; i++)
             add_pixel(&pass, order[i], coordinates[i], ring, 0);
@@ -337,7 +338,7 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
      * padding ring is one component, reaching the edge, rooted at the padded corner. */
     if (holes && !pass.failed) {
         for (size_t i = 0; i < cells; i++)
-            parent[i] = -1;
+            label[i] = -1;
         pass.holes = 1;
         pass.levels = 0;
         pass.count = 0;
@@ -347,13 +348,13 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
         components[outside].y1 = ph - 1;
         components[outside].size = 2 * (pw + ph);
         components[outside].edge = 1;
-        for (int32_t x = 1; x < pw; x++) {
-            parent[x] = 0;
-            parent[(size_t)(ph - 1) * pw + x] = 0;
+        for (int32_t x = 0; x < pw; x++) {
+            label[x] = outside;
+            label[(size_t)(ph - 1) * pw + x] = outside;
         }
-        for (int32_t y = 1; y < ph; y++) {
-            parent[(size_t)y * pw] = 0;
-            parent[(size_t)y * pw + pw - 1] = 0;
+        for (int32_t y = 0; y < ph; y++) {
+            label[(size_t)y * pw] = outside;
+            label[(size_t)y * pw + pw - 1] = outside;
         }
         for (int v = 0; v <= highest; v++) {
             if (wanted[v])
@@ -370,6 +371,7 @@ static int run(const uint8_t *q, int32_t height, int32_t width, const uint8_t *w
 done:
     free(order);
     free(coordinates);
+    free(label);
     free(parent);
     free(components);
     free(dirty_list);
