@@ -316,34 +316,34 @@ def test_pixel_ap_bins_equal_numpy_histogram_on_any_grid(seed, interval, start):
         assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
 
 
+def check_scores_near_edges(thresholds: np.ndarray, extra: list[float], size: int,
+                            seed: int) -> None:
+    """Random scores, the first of them on, one ulp below and one ulp above each edge (and the
+    ``extra`` values): the counts must equal numpy.histogram's."""
+    near = np.concatenate([thresholds, np.nextafter(thresholds, 0), np.nextafter(thresholds, 1),
+                           extra]).clip(0, 1)
+    rng = np.random.default_rng(seed)
+    scores = rng.random(size * size)
+    scores[: near.size] = near
+    scores = scores.reshape(1, size, size)
+    masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
+    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+
+
 def test_pixel_ap_edges_sharing_a_cell_or_on_cell_bounds_equal_numpy_histogram():
     """Edges closer than a binning cell (2**-16), edges exactly on cell bounds (dyadic values),
     and scores one ulp either side of each: every pixel lands where numpy.histogram puts it."""
     cell = 2.0**-16
     thresholds = np.array([0.0, 0.25, 0.3, 0.3 + cell / 4, 0.3 + cell / 2, 0.5, 0.5 + cell,
                            0.7 + 1e-12, 0.75, 1.0 - cell / 3])
-    near = np.concatenate([thresholds, np.nextafter(thresholds, 0), np.nextafter(thresholds, 1),
-                           [1.0, np.nextafter(1.0, 0)]]).clip(0, 1)
-    rng = np.random.default_rng(7)
-    scores = rng.random(32 * 32)
-    scores[: near.size] = near
-    scores = scores.reshape(1, 32, 32)
-    masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
-    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+    check_scores_near_edges(thresholds, [1.0, np.nextafter(1.0, 0)], size=32, seed=7)
 
 
 def test_pixel_ap_edges_packed_in_one_cell_equal_numpy_histogram():
     """Many edges inside one binning cell (more than a binary search would compare): every
     score on, just below or just above an edge lands where numpy.histogram puts it."""
     thresholds = np.concatenate([[0.0, 0.25], 0.5 + 2.0**-20 * np.arange(40), [0.75]])
-    near = np.concatenate([thresholds, np.nextafter(thresholds, 0), np.nextafter(thresholds, 1),
-                           [1.0]]).clip(0, 1)
-    rng = np.random.default_rng(5)
-    scores = rng.random(24 * 24)
-    scores[: near.size] = near
-    scores = scores.reshape(1, 24, 24)
-    masks = rng.integers(0, 2, scores.shape).astype(np.uint8)
-    assert_pixel_ap_counts_equal_numpy_histogram(thresholds, scores, masks)
+    check_scores_near_edges(thresholds, [1.0], size=24, seed=5)
 
 
 def test_pixel_ap_grid_that_stops_short_of_one_equals_numpy_histogram():
