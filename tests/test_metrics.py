@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsol_reference import oracle_correct, oracle_iou, oracle_pxap
 
-from camkit.boxes import boxes_from_scoremap, threshold_grid
+from camkit.boxes import ThresholdBoxes, boxes_from_scoremap, threshold_grid
 from camkit.metrics import (
     BoxAccuracy,
     LocalizationAccuracy,
@@ -19,6 +19,7 @@ from camkit.metrics import (
     box_accuracy,
     pixel_ap,
 )
+from camkit.metrics._box import add_runs, reached_runs
 from camkit.threshold import percentile_threshold
 
 
@@ -68,6 +69,23 @@ def test_box_accuracy_counts_equal_loop_reference(multi_contour):
     np.testing.assert_array_equal(result.curves[0.7], curve[2])
     assert result.num_images == 6
     assert json.loads(json.dumps(result.to_dict()))["max_box_acc"]["0.5"] == curve[1].max()
+
+
+def test_reached_runs_join_overlapping_ranges_row_by_row():
+    """Boxes reaching an IoU threshold over overlapping, nested and adjacent threshold ranges
+    count once per threshold; rows (IoU thresholds) stay apart."""
+    gt = np.array([[0, 0, 9, 9]])
+    boxes = ThresholdBoxes(
+        boxes=np.array([[0, 0, 9, 9], [0, 0, 9, 9], [0, 0, 9, 9], [0, 0, 4, 9], [50, 50, 60, 60]]),
+        first=np.array([0, 2, 3, 6, 0]), last=np.array([3, 4, 3, 7, 9]), num_thresholds=10)
+    starts, ends = reached_runs(boxes, gt, np.array([0.3, 0.9]))
+    correct = np.zeros((2, 10), dtype=np.int64)
+    add_runs(correct, starts, ends)
+    add_runs(correct, starts, ends)  # a second map with the same runs
+    # IoU 1 boxes over 0..3, 2..4, 3..3 -> 0..4; the half box (IoU 0.5) over 6..7 counts at 0.3
+    assert correct.tolist() == [[2, 2, 2, 2, 2, 0, 2, 2, 0, 0], [2, 2, 2, 2, 2, 0, 0, 0, 0, 0]]
+    empty = reached_runs(boxes, np.array([[80, 80, 90, 90]]), np.array([0.5]))
+    assert empty[0].size == 0 and empty[1].size == 0
 
 
 @given(seed=st.integers(0, 10_000), multi=st.booleans())

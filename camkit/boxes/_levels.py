@@ -53,16 +53,17 @@ def level_sets(q: np.ndarray, thresholds: np.ndarray) -> LevelSets:
     import cv2
 
     # Presence only: exact with OpenCV's float32 counts at any size.
-    present = np.flatnonzero(cv2.calcHist([q], [0], None, [256], [0, 256]).ravel())
-    levels = threshold_levels(thresholds, int(present[-1]))
-    position = np.searchsorted(present, levels, side="right")
-    keys = np.where(position < present.size,
-                    present[np.minimum(position, present.size - 1)], _EMPTY_KEY)
+    present = cv2.calcHist([q], [0], None, [256], [0, 256]).ravel() > 0
+    values = np.flatnonzero(present)
+    # next_present[L]: the smallest present value above L (_EMPTY_KEY if none), for L < 256.
+    candidates = np.where(present, np.arange(256), _EMPTY_KEY)
+    next_present = np.append(np.minimum.accumulate(candidates[::-1])[::-1][1:], _EMPTY_KEY)
+    keys = next_present[threshold_levels(thresholds, int(values[-1]))]
     # Distinct keys (ascending, the empty set last) and each threshold's index among them.
     is_key = np.zeros(_EMPTY_KEY + 1, dtype=bool)
     is_key[keys] = True
-    set_of_threshold = (np.cumsum(is_key) - 1)[keys].astype(np.int64)
-    kept = np.flatnonzero(is_key[:_EMPTY_KEY]).astype(np.int64)
+    set_of_threshold = (np.cumsum(is_key) - 1)[keys]
+    kept = np.flatnonzero(is_key[:_EMPTY_KEY])
     return LevelSets(kept=kept, set_of_threshold=set_of_threshold)
 
 

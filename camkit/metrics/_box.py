@@ -18,21 +18,36 @@ if TYPE_CHECKING:
 __all__ = ["BoxAccuracy", "BoxAccuracyResult", "box_accuracy"]
 
 
-def correct_at_thresholds(boxes: ThresholdBoxes, gt_boxes: np.ndarray,
-                          iou_thresholds: np.ndarray) -> np.ndarray:
-    """``(len(iou_thresholds), T)`` bool: whether a box of the map at each threshold reaches
-    each IoU threshold with one of ``gt_boxes``.
+def reached_runs(boxes: ThresholdBoxes, gt_boxes: np.ndarray,
+                 iou_thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The disjoint runs of thresholds at which a box of the map reaches each IoU threshold
+    with one of ``gt_boxes``: inclusive ``(starts, ends)``, threshold indices offset by
+    ``row * (T + 1)`` for the IoU threshold of row ``row``.
 
-    A box reaching IoU ``d`` counts for its whole threshold range: the ranges are added up in
-    a difference array per IoU threshold (two ``bincount`` calls for all of them).
+    Each box reaching IoU ``d`` covers its own range of thresholds; the union of those ranges,
+    row by row, is found by sorting them (the offsets keep rows apart). The work grows with
+    the boxes that reach, not with the grid.
     """
     best = np.asarray(box_iou(boxes.boxes, gt_boxes)).max(axis=1)
-    width = boxes.num_thresholds + 1
     row, box = np.nonzero(best[None, :] >= iou_thresholds[:, None])
-    size = iou_thresholds.size * width
-    change = np.bincount(row * width + boxes.first[box], minlength=size) - \
-        np.bincount(row * width + boxes.last[box] + 1, minlength=size)
-    return np.cumsum(change.reshape(iou_thresholds.size, width), axis=1)[:, :-1] > 0
+    if box.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    offset = row * (boxes.num_thresholds + 1)
+    first, last = boxes.first[box] + offset, boxes.last[box] + offset
+    order = np.argsort(first, kind="stable")
+    first, last = first[order], np.maximum.accumulate(last[order])
+    # A run starts where a range begins past every earlier range of its row.
+    start = np.flatnonzero(np.concatenate(([True], first[1:] > last[:-1])))
+    end = np.append(start[1:] - 1, first.size - 1)
+    return first[start], last[end]
+
+
+def add_runs(correct: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """Add 1 to ``correct`` ``(R, T)`` over every run of ``reached_runs`` (offset indices)."""
+    rows, width = correct.shape[0], correct.shape[1] + 1
+    change = np.bincount(starts, minlength=rows * width) - \
+        np.bincount(ends + 1, minlength=rows * width)
+    correct += np.cumsum(change.reshape(rows, width), axis=1)[:, :-1]
 
 
 def split_batch(scoremaps: object, gt_boxes: object) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -139,9 +154,11 @@ class BoxAccuracy(CountingState):
         if isinstance(per_map, ThresholdBoxes):  # (maps is (B, H, W): a list comes back)
             per_map = [per_map]
         iou_thresholds = np.asarray(self.iou_thresholds)
-        correct = self._state["correct"]
-        for map_boxes, gt in zip(per_map, boxes, strict=True):
-            correct += correct_at_thresholds(map_boxes, gt, iou_thresholds)
+        runs = [reached_runs(map_boxes, gt, iou_thresholds)
+                for map_boxes, gt in zip(per_map, boxes, strict=True)]
+        if runs:  # one pass over the grid per batch, not per map
+            add_runs(self._state["correct"], np.concatenate([starts for starts, _ in runs]),
+                     np.concatenate([ends for _, ends in runs]))
         self._state["num_images"] += maps.shape[0]
 
     def compute(self) -> BoxAccuracyResult:

@@ -9,7 +9,7 @@ import numpy as np
 
 from camkit._checks import check_finite_number
 from camkit.boxes import ThresholdBoxes, threshold_boxes
-from camkit.metrics._box import correct_at_thresholds, split_batch
+from camkit.metrics._box import reached_runs, split_batch
 from camkit.metrics._state import CountingState
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class LocalizationAccuracy(CountingState):
             map_boxes = cast(ThresholdBoxes,  # one (H, W) map: one ThresholdBoxes
                              threshold_boxes(scoremap, [min(float(t), 1.0)],
                                              multi_contour=self.multi_contour))
-            if correct_at_thresholds(map_boxes, gt, iou_threshold)[0, 0]:
+            if reached_runs(map_boxes, gt, iou_threshold)[0].size:  # one threshold: one run
                 self._state["gt_known"] += 1
                 self._state["top1"] += int(in_top1[index])
                 self._state["top5"] += int(in_top5[index])
