@@ -360,6 +360,20 @@ def test_kernel_refuses_malformed_input():
         kernel.level_boxes(np.zeros((4, 8), dtype=np.uint8)[:, ::2], wanted, True)
     assert kernel.level_boxes(np.zeros((4, 4), dtype=np.uint8), np.zeros(256, np.uint8),
                               True) == b""
+    ones = np.zeros(256, dtype=np.uint8)
+    ones[1] = 1
+    with pytest.raises(ValueError, match="at most 65533 pixels a side"):
+        kernel.level_boxes(np.ones((1, 65534), dtype=np.uint8), ones, True)
+
+
+def test_sides_past_the_kernels_limit_are_searched(monkeypatch):
+    """The kernel packs coordinates in 16 bits: a longer side goes to the searches, whatever
+    the number of sets."""
+    monkeypatch.setattr(_engine, "_SEARCHES_PER_SIDE", -1)
+    scoremap = np.zeros((2, 65540))
+    scoremap[0, ::7] = 1.0
+    scoremap[1, 65535:] = 0.5
+    assert_same_boxes(scoremap, [0.0, 0.6], True)
 
 
 # ---------------------------------------------------------------------------------------------

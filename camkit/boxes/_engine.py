@@ -39,6 +39,8 @@ from camkit.boxes._search import search_boxes
 #: 0.21) on smooth CAM-like maps, 0.04 on cluttered ones. A search costs less on a set smaller
 #: than the map, which moves the balance toward the searches again.
 _SEARCHES_PER_SIDE = 0.25
+#: The kernel packs padded coordinates in 16 bits: longer sides are searched.
+_KERNEL_MAX_SIDE = 65533
 
 
 def _load_kernel() -> ModuleType | None:
@@ -98,7 +100,8 @@ def threshold_boxes_of_map(scoremap: np.ndarray, thresholds: np.ndarray,
     q = quantize(scoremap)
     sets = level_sets(q, thresholds)
     kept = sets.kept
-    if multi_contour and KERNEL is not None and kept.size > _SEARCHES_PER_SIDE * sqrt(q.size):
+    if multi_contour and KERNEL is not None and max(q.shape) <= _KERNEL_MAX_SIDE and \
+            kept.size > _SEARCHES_PER_SIDE * sqrt(q.size):
         wanted = np.zeros(256, dtype=np.uint8)
         wanted[kept] = 1
         records = np.frombuffer(KERNEL.level_boxes(q, wanted, True), dtype=np.int64)

@@ -26,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The largest map side: padded coordinates (side + 2) fit in 16 bits. */
+#define MAX_SIDE 65533
+
 typedef struct {
     int64_t *data; /* records of 6 int64 */
     size_t count;
@@ -402,8 +405,12 @@ static PyObject *level_boxes(PyObject *self, PyObject *args)
         goto release;
     }
     Py_ssize_t height = map.shape[0], width = map.shape[1];
-    if (height < 1 || width < 1 || (height + 2) > INT32_MAX / (width + 2) / 4) {
-        PyErr_SetString(PyExc_ValueError, "q must be non-empty and under 2**29 padded pixels");
+    /* Padded coordinates are packed in 16 bits each; cell indices and counts are int32. */
+    if (height < 1 || width < 1 || height > MAX_SIDE || width > MAX_SIDE ||
+        (height + 2) > INT32_MAX / (width + 2)) {
+        PyErr_Format(PyExc_ValueError,
+                     "q must be non-empty, at most %d pixels a side and under 2**31 padded "
+                     "pixels", MAX_SIDE);
         goto release;
     }
     /* Every wanted value must be present, or its level would be missing from the output. */
