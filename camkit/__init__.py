@@ -12,6 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from camkit.adl import AttentionDropout, attention_dropout
+    from camkit.augment import CutMixBatch, HideAndSeek, cutmix, cutmix_loss, hide_patches
     from camkit.cam import (
         ClassActivationMap,
         NegativeWeightClamp,
@@ -25,11 +27,18 @@ if TYPE_CHECKING:
     from camkit.threshold import PercentileThreshold, percentile_threshold
 
 #: Submodules reachable as attributes (``camkit.metrics.BoxAccuracy``), imported on first access.
-_LAZY_SUBMODULES = ("boxes", "cam", "cli", "cream", "data", "localizer", "metrics", "pooling",
-                    "threshold", "viz")
+_LAZY_SUBMODULES = ("adl", "augment", "boxes", "cam", "cli", "cream", "data", "localizer",
+                    "metrics", "pooling", "threshold", "viz")
 
 #: Public name -> module that defines it (imported on first access).
 _LAZY_ATTRIBUTES = {
+    "AttentionDropout": "camkit.adl",
+    "attention_dropout": "camkit.adl",
+    "CutMixBatch": "camkit.augment",
+    "cutmix": "camkit.augment",
+    "cutmix_loss": "camkit.augment",
+    "HideAndSeek": "camkit.augment",
+    "hide_patches": "camkit.augment",
     "ClassActivationMap": "camkit.cam",
     "NegativeWeightClamp": "camkit.cam",
     "class_activation_map": "camkit.cam",
@@ -49,10 +58,13 @@ _LAZY_ATTRIBUTES = {
 }
 
 __all__ = [
+    "AttentionDropout",
     "ClassActivationMap",
     "ContextEmbeddingBank",
     "CreamDetails",
+    "CutMixBatch",
     "EMReActivation",
+    "HideAndSeek",
     "Localization",
     "Localizer",
     "NegativeWeightClamp",
@@ -60,8 +72,12 @@ __all__ = [
     "ThresholdedAvgPool",
     "__version__",
     "attach",
+    "attention_dropout",
     "class_activation_map",
     "cream_map",
+    "cutmix",
+    "cutmix_loss",
+    "hide_patches",
     "normalize_map",
     "percentile_threshold",
     "thresholded_avg_pool",
