@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsol_reference import oracle_boxes, oracle_iou
 
@@ -391,3 +391,240 @@ def test_resize_boxes_truncates_like_the_protocol():
 def test_resize_boxes_rejects_bad_sizes():
     with pytest.raises(ValueError, match="from_size"):
         resize_boxes(np.array([[0, 0, 1, 1]]), (0, 5), (224, 224))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and degenerate input: clear refusals, valid edge inputs still work
+# ---------------------------------------------------------------------------------------------
+def test_threshold_grid_refuses_intervals_past_a_million_thresholds():
+    for interval in (1e-9, 9.99e-7, 5e-324):
+        with pytest.raises(ValueError, match=r"interval must give at most 1000000 thresholds"):
+            threshold_grid(interval)
+    assert threshold_grid(1e-6).size == 1_000_000
+    with pytest.raises(TypeError, match="interval must be a float, got str"):
+        threshold_grid("0.01")
+    with pytest.raises(ValueError, match=r"interval must be in \(0, 1\], got nan"):
+        threshold_grid(float("nan"))
+
+
+@pytest.mark.parametrize("interval", [np.float32(0.25), np.float16(0.25), np.array(0.25),
+                                      torch.tensor(0.25), np.float64(0.25), 0.25])
+def test_threshold_grid_accepts_numpy_and_tensor_scalars(interval):
+    assert threshold_grid(interval).tolist() == [0.0, 0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize(
+    ("boxes", "error", "match"),
+    [
+        ([[0, 0, 2**62, 1]], ValueError, r"boxes_a must hold coordinates within \+-2\*\*30"),
+        ([[0, 0, 2**70, 1]], ValueError, r"within \+-2\*\*30, got values in \[0.0, 1.18"),
+        (np.array([[0, 0, 2**63 + 5, 1]], dtype=np.uint64), ValueError, r"within \+-2\*\*30"),
+        ([[-(2**31), 0, 1, 1]], ValueError, r"within \+-2\*\*30"),
+        ([[0, 0, 1e30, 1]], ValueError, r"within \+-2\*\*30"),
+        ([[0, 0, np.inf, 1]], ValueError, "integral coordinates"),
+        ([[0, 0, 1], [0, 0, 1, 1]], TypeError, r"must be an \(N, 4\) array of integer coord"),
+        ([["0", "0", "1", "1"]], TypeError, "integer coordinates, got dtype <U1"),
+        (np.zeros((1, 4), dtype=np.complex64), TypeError, "integer coordinates, got dtype"),
+        (torch.zeros(1, 4, dtype=torch.bool), TypeError, "integer coordinates, got dtype bool"),
+    ],
+)
+def test_box_iou_refuses_huge_and_unreadable_coordinates(boxes, error, match):
+    with pytest.raises(error, match=match):
+        box_iou(boxes, np.array([[0, 0, 1, 1]]))
+
+
+def test_box_iou_at_the_coordinate_limit_does_not_wrap():
+    limit = 2**30
+    huge = np.array([[-limit, -limit, limit, limit]])
+    iou = box_iou(huge, huge)
+    assert iou.tolist() == [[1.0]]
+    part = box_iou(huge, np.array([[0, 0, limit, limit]]))
+    assert 0.24 < part[0, 0] < 0.26
+    assert box_iou(torch.tensor([[0, 0, 3, 3]], dtype=torch.bfloat16),
+                   [[0, 0, 3, 3]]).tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize(
+    ("boxes", "from_size", "to_size", "match"),
+    [
+        ([[0, 0, 2**62, 2**62]], (2**63, 2**63), (224, 224), r"boxes must hold coordinates"),
+        ([[0, 0, 10, 10]], (1, 1), (2**63, 2**63),
+         r"boxes resized from \(1, 1\) to \(9223372036854775808, 9223372036854775808\) must "
+         r"stay within \+-2\*\*30"),
+        ([[0, 0, 2**29, 1]], (1, 1), (8, 8), r"must stay within \+-2\*\*30, got values up to"),
+    ],
+)
+def test_resize_boxes_refuses_results_past_the_coordinate_limit(boxes, from_size, to_size,
+                                                                 match):
+    with pytest.raises(ValueError, match=match):
+        resize_boxes(boxes, from_size, to_size)
+
+
+def test_resize_boxes_accepts_numpy_integer_sizes_and_edges_at_the_border():
+    size = (np.int64(375), np.int64(500))
+    assert resize_boxes([[111, 108, 500, 375]], size, (224, 224)).tolist() == [[49, 64, 224, 224]]
+
+
+@pytest.mark.parametrize("multi_contour", ["no", 1, None, 0.0])
+def test_multi_contour_must_be_a_bool(multi_contour):
+    with pytest.raises(TypeError, match="multi_contour must be True or False, got"):
+        threshold_boxes(np.zeros((3, 3)), GRID, multi_contour=multi_contour)
+    with pytest.raises(TypeError, match="multi_contour must be True or False, got"):
+        boxes_from_scoremap(np.zeros((3, 3)), GRID, multi_contour=multi_contour)
+    single = boxes_from_scoremap(np.eye(3), [0.5], multi_contour=np.False_)
+    assert single[0].tolist() == [[0, 0, 2, 2]]
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "match"),
+    [
+        ([True, False], "thresholds must be a sequence of floats, got list"),
+        (np.array([0.5 + 0j]), "thresholds must be a sequence of floats, got ndarray"),
+        (["0.1", "0.5"], "thresholds must be a sequence of floats, got list"),
+        (torch.tensor([True]), "thresholds must be a sequence of floats, got ndarray"),
+        ([[0.1], [0.2, 0.3]], "thresholds must be a sequence of floats, got list"),
+        (np.float32(0.5), "got the scalar"),
+        (np.array(0.5), "got the scalar"),
+    ],
+)
+def test_threshold_grids_of_other_kinds_are_refused(thresholds, match):
+    with pytest.raises(TypeError, match=match):
+        threshold_boxes(np.zeros((3, 3)), thresholds)
+
+
+def test_threshold_grids_of_numpy_scalars_tensors_and_bfloat16_are_accepted():
+    scoremap = np.eye(4)
+    expected = boxes_from_scoremap(scoremap, [0.25, 0.5])
+    for grid in ([np.float32(0.25), np.float16(0.5)], [torch.tensor(0.25), np.array(0.5)],
+                 torch.tensor([0.25, 0.5], dtype=torch.bfloat16), np.array([0.25, 0.5])):
+        got = boxes_from_scoremap(scoremap, grid)
+        assert [a.tolist() for a in got] == [a.tolist() for a in expected]
+
+
+@pytest.mark.parametrize(
+    "scoremap",
+    [np.zeros((1, 1)), np.ones((1, 1)), np.full((6, 5), 0.5), np.zeros((4, 4)),
+     np.linspace(0, 1, 9)[None], np.linspace(0, 1, 9)[:, None], np.ones((3, 7))],
+    ids=["pixel-0", "pixel-1", "constant", "zeros", "1xN", "Nx1", "ones"],
+)
+def test_degenerate_maps_give_the_protocols_boxes(box_path, scoremap):
+    assert_same_boxes(scoremap, GRID, True)
+    assert_same_boxes(scoremap, GRID, False)
+    assert_same_boxes(scoremap, [0.5], True)  # one threshold
+    assert_same_boxes(scoremap.astype(np.float16), [0.0, 1.0], True)
+
+
+_DTYPES = [np.bool_, np.int8, np.uint8, np.int32, np.int64, np.uint64, np.float16, np.float32,
+           np.float64, np.complex64, object]
+_SPECIAL_VALUES = [0.0, 1.0, 0.5, -1.0, 2.0, 255.0, np.nan, np.inf, -np.inf, 3e38, -3e38,
+                   1e-310, 5e-324, 2.0**62, -(2.0**62)]
+
+
+@st.composite
+def malformed_arrays(draw, max_dims: int = 4):
+    """Arrays and tensors of every dtype (bool, integers, floats, complex, object), rank 0 to
+    ``max_dims``, zero-size dims, non-contiguous layouts, and NaN, ±Inf, ±3e38, denormals and
+    huge values among ordinary ones."""
+    ndim = draw(st.integers(0, max_dims))
+    shape = tuple(draw(st.lists(st.integers(0, 5), min_size=ndim, max_size=ndim)))
+    values = draw(st.lists(st.sampled_from(_SPECIAL_VALUES) | st.floats(0, 1), min_size=1,
+                           max_size=6))
+    dtype = draw(st.sampled_from(_DTYPES))
+    strided = ndim > 0 and draw(st.booleans())  # every other column of a wider array
+    full = (*shape[:-1], shape[-1] * 2) if strided else shape
+    base = np.resize(np.array(values, dtype=np.float64), full)
+    with np.errstate(all="ignore"):
+        array = base.astype(dtype) if dtype is not object else base.astype(object)
+    if strided:
+        array = array[..., ::2]
+    if dtype is not object and draw(st.booleans()):
+        try:
+            return torch.from_numpy(np.ascontiguousarray(array) if draw(st.booleans()) else array)
+        except (TypeError, ValueError, RuntimeError):  # a dtype torch cannot hold
+            return array
+    return array
+
+
+def hostile(strategy):
+    """Anything a careless or hostile caller might pass where ``strategy`` is expected."""
+    others = st.sampled_from([None, "0.5", "no", b"x", 1, True, 0.5, float("nan"), 2**70,
+                              [], [[]], {"a": 1}, object()])
+    return st.one_of(strategy, malformed_arrays(), others,
+                     st.lists(malformed_arrays(max_dims=2), max_size=3))
+
+
+@st.composite
+def arguments(draw, **valid):
+    """Keyword arguments drawn from ``valid`` (name → strategy), one or two of them (or, at
+    times, all) replaced by ``hostile`` values: the others stay valid, so each refusal is
+    reached on its own."""
+    names = sorted(valid)
+    bad = set(names) if draw(st.integers(0, 9)) == 0 else draw(
+        st.sets(st.sampled_from(names), min_size=1, max_size=2))
+    return {name: draw(hostile(strategy) if name in bad else strategy)
+            for name, strategy in valid.items()}
+
+
+def call_cleanly(function, *args, **kwargs):
+    """``function``'s result, ``None`` when it refused with ``ValueError``/``TypeError``; any
+    other exception (and any RuntimeWarning, such as an overflow in a cast) fails the test."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, TypeError):
+            return None
+
+
+@st.composite
+def valid_boxes(draw, height: int = 12, width: int = 12):
+    count = draw(st.integers(1, 3))
+    rows = []
+    for _ in range(count):
+        x0, y0 = draw(st.integers(0, width - 1)), draw(st.integers(0, height - 1))
+        rows.append([x0, y0, draw(st.integers(x0, width)), draw(st.integers(y0, height))])
+    return np.array(rows)
+
+
+@settings(max_examples=300)
+@given(case=arguments(scoremap=random_maps(), thresholds=st.just(GRID), multi=st.booleans(),
+                      boxes_a=valid_boxes(), boxes_b=valid_boxes(),
+                      interval=st.floats(1e-6, 1.0),
+                      sizes=st.tuples(st.integers(1, 500), st.integers(1, 500))))
+def test_property_boxes_refuse_malformed_input_with_value_or_type_errors(case):
+    """camkit.boxes lets only ValueError and TypeError escape on any input, and what it
+    returns is well-formed: boxes of int64 inside the map, IoU in [0, 1]."""
+    scoremap, thresholds, multi = case["scoremap"], case["thresholds"], case["multi"]
+    result = call_cleanly(threshold_boxes, scoremap, thresholds, multi_contour=multi)
+    if result is not None:
+        for single in result if isinstance(result, list) else [result]:
+            assert single.boxes.dtype == np.int64 and (single.boxes >= 0).all()
+    call_cleanly(boxes_from_scoremap, scoremap, thresholds, multi_contour=multi)
+    iou = call_cleanly(box_iou, case["boxes_a"], case["boxes_b"])
+    if iou is not None:
+        values = np.asarray(iou)
+        assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    grid = call_cleanly(threshold_grid, case["interval"])
+    if grid is not None:
+        assert 0 < grid.size <= 1_000_000 and np.isfinite(grid).all()
+    resized = call_cleanly(resize_boxes, case["boxes_a"], case["sizes"], (224, 224))
+    if resized is not None:
+        assert np.abs(np.asarray(resized)).max(initial=0) <= 2**30
+
+
+@given(scoremap=random_maps(), data=st.data(),
+       interval=st.sampled_from([1.0, 0.5, 0.01, 0.001]), multi=st.booleans())
+def test_property_valid_finite_input_gives_finite_output(scoremap, data, interval, multi):
+    grid = threshold_grid(interval)
+    per_threshold = boxes_from_scoremap(scoremap.astype(np.float32), grid, multi_contour=multi)
+    assert len(per_threshold) == grid.size
+    height, width = scoremap.shape
+    boxes = data.draw(valid_boxes(height, width))
+    for found in per_threshold:
+        assert found.shape[0] >= 1
+        assert (found[:, 2] <= width - 1).all() and (found[:, 3] <= height - 1).all()
+        iou = box_iou(found, boxes)
+        assert np.isfinite(iou).all() and ((iou >= 0) & (iou <= 1)).all()
+    assert resize_boxes(boxes, (height, width), (224, 224)).max() <= 224

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_boxes import arguments, call_cleanly
 from wsol_reference import oracle_correct, oracle_iou, oracle_pxap
 
 from camkit.boxes import ThresholdBoxes, boxes_from_scoremap, threshold_grid
@@ -425,3 +426,364 @@ def test_property_pixel_ap_counts_equal_reference(case):
     metric.update(scores, masks)
     if metric.state_dict()["state"]["foreground"] != [0] * (thresholds.size + 2):
         assert metric.compute().pxap == oracle_pxap(scores, masks, thresholds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and degenerate input: snapshots, counts and arguments are refused clearly
+# ---------------------------------------------------------------------------------------------
+def box_snapshot() -> dict:
+    metric = BoxAccuracy(thresholds=[0.0, 0.5], iou_thresholds=(0.5,))
+    metric.update(blob_maps(11, 3, size=8), [np.array([[0, 0, 4, 4]])] * 3)
+    return metric.state_dict()
+
+
+def edited(snapshot: dict, edit) -> dict:
+    copy = json.loads(json.dumps(snapshot))
+    edit(copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "match"),
+    [
+        (lambda s: s["state"].update(correct=[[-250, 0]]), ValueError,
+         r"snapshot state 'correct' must hold counts in \[0, 2\*\*63\), got -250"),
+        (lambda s: s["state"].update(correct=[[2500, 0]]), ValueError,
+         "must satisfy correct <= num_images, got correct=2500, num_images=3"),
+        (lambda s: s.update(format_version=2), ValueError,
+         "snapshot format_version must be 1, got 2"),
+        (lambda s: s.pop("format_version"), ValueError,
+         "snapshot format_version must be 1, got None"),
+        (lambda s: s.update(format_version=True), ValueError, "format_version must be 1"),
+        (lambda s: s.pop("config"), ValueError,
+         r"snapshot config must be a dict with keys \['iou_thresholds', 'multi_contour', "
+         r"'thresholds'\], got no config"),
+        (lambda s: s.update(config=[0.5]), ValueError, "config must be a dict .* got list"),
+        (lambda s: s["config"].update(extra=1), ValueError, r"got \['extra', 'iou_thre"),
+        (lambda s: s["config"].pop("thresholds"), ValueError, "config must be a dict with"),
+        (lambda s: s["config"].update(multi_contour="no"), TypeError,
+         "multi_contour must be True or False, got 'no'"),
+        (lambda s: s["config"].update(iou_thresholds=0.5), ValueError,
+         "snapshot config must be the configuration it builds"),
+        (lambda s: s["state"].update(num_images=[2**70]), ValueError,
+         r"'num_images' must hold counts in \[0, 2\*\*63\), got 1180591620717411303424"),
+        (lambda s: s["state"].update(num_images=[2**63]), ValueError,
+         r"'num_images' must hold counts in \[0, 2\*\*63\)"),
+        (lambda s: s["state"].update(num_images=[1.5]), TypeError,
+         "'num_images' must hold integer counts, got dtype float64"),
+        (lambda s: s["state"].update(num_images=[True]), TypeError, "got dtype bool"),
+        (lambda s: s["state"].update(num_images=["3"]), TypeError, "integer counts"),
+        (lambda s: s["state"].update(num_images=None), ValueError,
+         r"'num_images' must have shape \(1,\), got \(\)"),
+        (lambda s: s["state"].update(correct=[[1], [1, 2]]), ValueError,
+         r"'correct' must have shape \(1, 2\), got list"),
+        (lambda s: s.update(state=["num_images", "correct"]), ValueError,
+         "snapshot state must have keys .* got list"),
+        (lambda s: s.pop("state"), ValueError, "snapshot state must have keys .* got NoneType"),
+    ],
+)
+def test_box_snapshot_is_checked_completely(edit, error, match):
+    with pytest.raises(error, match=match):
+        BoxAccuracy.from_state_dict(edited(box_snapshot(), edit))
+
+
+def test_snapshot_counts_past_int64_in_json_are_a_value_error():
+    text = json.dumps(edited(box_snapshot(), lambda s: s["state"].update(num_images=[2**70])))
+    with pytest.raises(ValueError, match="'num_images' must hold counts in"):
+        BoxAccuracy.from_json(text)
+    assert BoxAccuracy.from_json(json.dumps(box_snapshot())).num_images == 3
+
+
+@pytest.mark.parametrize(
+    ("counts", "accepted"),
+    [((5, 3, 2, 3), True), ((5, 3, 3, 3), True), ((5, 5, 0, 0), True), ((5, 3, 4, 3), False),
+     ((5, 6, 0, 0), False), ((5, 3, 3, 2), False), ((0, 0, 0, 0), True)],
+)
+def test_localization_snapshot_counts_must_be_ordered(counts, accepted):
+    num_images, gt_known, top1, top5 = counts
+    snapshot = edited(LocalizationAccuracy().state_dict(), lambda s: s["state"].update(
+        num_images=[num_images], gt_known=[gt_known], top1=[top1], top5=[top5]))
+    if accepted:
+        assert LocalizationAccuracy.from_state_dict(snapshot).num_images == num_images
+    else:
+        with pytest.raises(ValueError, match=r"must satisfy top1 <= top5 <= gt_known <= "
+                                             r"num_images, got top1=\d+, top5=\d+"):
+            LocalizationAccuracy.from_state_dict(snapshot)
+
+
+def test_pixel_snapshot_counts_must_not_be_negative():
+    snapshot = edited(PixelAP([0.5]).state_dict(),
+                      lambda s: s["state"].update(foreground=[1, -1, 0]))
+    with pytest.raises(ValueError, match="'foreground' must hold counts in"):
+        PixelAP.from_state_dict(snapshot)
+
+
+def test_merge_and_update_refuse_to_wrap_around_int64():
+    near_max = edited(box_snapshot(), lambda s: s["state"].update(
+        num_images=[2**63 - 1], correct=[[2**63 - 1, 0]]))
+    full = BoxAccuracy.from_state_dict(near_max)
+    with pytest.raises(ValueError, match=r"merge would overflow the int64 count "
+                                         r"'num_images': 9223372036854775807 \+ 3 > 2\*\*63 - 1"):
+        full.merge(BoxAccuracy.from_state_dict(box_snapshot()))
+    assert full.state_dict() == near_max  # nothing added
+    with pytest.raises(ValueError, match="BoxAccuracy.update would overflow the int64 count"):
+        full.update(np.zeros((8, 8)), np.array([[0, 0, 1, 1]]))
+    assert full.state_dict() == near_max
+    pixels = PixelAP.from_state_dict(edited(PixelAP([0.5]).state_dict(), lambda s: s[
+        "state"].update(num_images=[1], background=[2**63 - 10, 0, 0])))
+    with pytest.raises(ValueError, match=r"PixelAP.update would overflow the int64 count "
+                                         r"'background': 9223372036854775798 \+ 64"):
+        pixels.update(np.zeros((8, 8)), np.zeros((8, 8), dtype=np.uint8))
+    localization = LocalizationAccuracy.from_state_dict(edited(
+        LocalizationAccuracy().state_dict(), lambda s: s["state"].update(num_images=[2**63 - 1])))
+    with pytest.raises(ValueError, match="LocalizationAccuracy.update would overflow"):
+        localization.update(np.zeros((1, 4, 4)), [[0, 0, 1, 1]], torch.zeros(1, 2),
+                            torch.tensor([0]))
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "match"),
+    [
+        (torch.zeros(2, 3), torch.tensor([True, False]),
+         r"labels must be \(B,\) integers with B = 2, got bool"),
+        (torch.zeros(2, 3), torch.tensor([0, 1], dtype=torch.complex64), "got complex64"),
+        (torch.zeros(2, 3), np.array([0.0, 1.0]), "got float64"),
+        (torch.tensor([[0.0, float("nan"), 1.0], [0.0, 1.0, 2.0]]), torch.tensor([0, 1]),
+         "logits must be finite, got NaN or infinite values"),
+        (np.array([[0.0, np.inf, 1.0], [0.0, 1.0, 2.0]]), [0, 1], "logits must be finite"),
+        (np.array([[0.0, -np.inf, 1.0], [0.0, 1.0, 2.0]]), [0, 1], "logits must be finite"),
+        (torch.zeros(2, 0), torch.tensor([0, 1]), r"got float32 of shape \(2, 0\)"),
+        (torch.zeros(2, 3, dtype=torch.complex64), torch.tensor([0, 1]),
+         "logits must be a float .* got complex64"),
+        (torch.zeros(2, 3, dtype=torch.int64), torch.tensor([0, 1]), "got int64"),
+        (torch.zeros(3, 3), torch.tensor([0, 1]), r"with B = 2, got float32 of shape \(3, 3\)"),
+    ],
+)
+def test_localization_refuses_bool_labels_and_non_finite_logits(logits, labels, match):
+    metric = LocalizationAccuracy()
+    with pytest.raises(ValueError, match=match):
+        metric.update(np.zeros((2, 4, 4)), [np.array([[0, 0, 1, 1]])] * 2, logits, labels)
+    with pytest.raises(TypeError, match="logits must be a numpy.ndarray or torch.Tensor"):
+        metric.update(np.zeros((2, 4, 4)), [np.array([[0, 0, 1, 1]])] * 2,
+                      [[0.1, 0.2], [0.3]], [0, 1])
+    assert metric.num_images == 0
+
+
+def test_localization_accepts_half_precision_logits_and_unsigned_labels():
+    maps, gt = blob_maps(12, 3), random_gt(13, 3)
+    logits = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    expected = LocalizationAccuracy()
+    expected.update(maps, gt, logits, torch.tensor([1, 2, 3]))
+    for scores in (logits.to(torch.bfloat16).float(), logits.numpy()):
+        metric = LocalizationAccuracy()
+        metric.update(maps, gt, scores, np.array([1, 2, 3], dtype=np.uint64))
+        assert metric.state_dict() == expected.state_dict()
+    half = LocalizationAccuracy()
+    half.update(maps, gt, logits.half(), [1, 2, 3])
+    assert half.num_images == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(iou_thresholds=(0.5, 0.5)), ValueError,
+         r"iou_thresholds must be distinct, got \[0.5, 0.5\]"),
+        (dict(iou_thresholds=[0.5, np.float32(0.5)]), ValueError, "must be distinct"),
+        (dict(iou_thresholds="0.5"), TypeError,
+         "iou_thresholds must be a number or a sequence of numbers, got str"),
+        (dict(iou_thresholds={0.5: 1}), TypeError, "got dict"),
+        (dict(iou_thresholds=np.zeros((2, 2))), TypeError, "got ndarray"),
+        (dict(iou_thresholds=(True,)), TypeError, "iou_thresholds must be a real number"),
+        (dict(iou_thresholds=(float("nan"),)), ValueError, "iou_thresholds must be finite"),
+        (dict(iou_thresholds=()), ValueError, "non-empty sequence"),
+        (dict(multi_contour="no"), TypeError, "multi_contour must be True or False, got 'no'"),
+        (dict(multi_contour=1), TypeError, "multi_contour must be True or False, got 1"),
+    ],
+)
+def test_box_accuracy_refuses_repeated_iou_thresholds_and_non_bool_flags(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        BoxAccuracy(**kwargs)
+    with pytest.raises(error, match=match):
+        box_accuracy(np.zeros((1, 4, 4)), [np.array([[0, 0, 1, 1]])], **kwargs)
+
+
+def test_localization_refuses_non_bool_multi_contour_and_a_rule_that_is_not_a_str():
+    with pytest.raises(TypeError, match="multi_contour must be True or False, got 'no'"):
+        LocalizationAccuracy(multi_contour="no")
+    with pytest.raises(ValueError, match=r"rule must be one of \('max', 'pas'\), got array"):
+        LocalizationAccuracy(rule=np.array(["max"]))
+
+
+@pytest.mark.parametrize(
+    ("box", "shown"),
+    [
+        ([0, 0, 9, 4], r"\[0, 0, 9, 4\]"),  # x1 two past the map's last column
+        ([-1, 0, 3, 3], r"\[-1, 0, 3, 3\]"),
+        ([8, 0, 8, 3], r"\[8, 0, 8, 3\]"),  # starts past the map
+        ([0, 0, 2**62, 3], r"\[0, 0, 4611686018427387904, 3\]"),
+        ([0, 0, 1e300, 3], r"\[0.0, 0.0, 1e\+300, 3.0\]"),
+        ([0, -(2**62), 3, 3], r"\[0, -4611686018427387904, 3, 3\]"),
+    ],
+)
+def test_gt_boxes_off_the_map_are_refused_with_the_image_index(box, shown):
+    maps = np.zeros((4, 6, 7))  # H = 6, W = 7
+    gt = [np.array([[0, 0, 7, 6]])] * 3 + [np.array([[0, 0, 1, 1], box])]
+    match = (r"gt_boxes\[3\] must lie on the 6x7 score map \(0 <= x0 < W, 0 <= y0 < H, "
+             rf"x1 <= W, y1 <= H\), got {shown} at row 1")
+    for metric in (BoxAccuracy(), LocalizationAccuracy()):
+        with pytest.raises(ValueError, match=match):
+            if isinstance(metric, BoxAccuracy):
+                metric.update(maps, gt)
+            else:
+                metric.update(maps, gt, torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+        assert metric.num_images == 0
+
+
+def test_gt_box_ending_at_the_maps_size_or_covering_it_is_accepted():
+    """A far edge stored as ``x0 + width`` is resized to exactly W (ImageNet's first
+    validation box ends at its image's height): accepted and scored as the protocol does."""
+    scoremap = np.ones((6, 7))  # the map's box at every threshold: (0, 0, 6, 5)
+    for gt in ([0, 0, 6, 5], [0, 0, 7, 6]):  # IoU 1, and 42 / 56 = 0.75
+        result = box_accuracy(scoremap, np.array([gt]), iou_thresholds=(0.5,))
+        assert result.max_box_acc[0.5] == 100.0
+    assert box_accuracy(scoremap, np.array([[0, 0, 7, 6]]),
+                        iou_thresholds=(0.8,)).max_box_acc[0.8] == 0.0
+
+
+@pytest.mark.parametrize("number", [np.float32(0.5), np.float16(0.5), np.array(0.5),
+                                    torch.tensor(0.5), np.array([0.5]), np.float64(0.5)])
+def test_numpy_and_tensor_scalars_are_accepted_like_floats(number):
+    metric = LocalizationAccuracy(rule="pas", theta=number, q=number * 100,
+                                  iou_threshold=number)
+    assert (metric.theta, metric.q, metric.iou_threshold) == (0.5, 50.0, 0.5)
+    assert BoxAccuracy(iou_thresholds=number).iou_thresholds == (0.5,)
+    assert BoxAccuracy(iou_thresholds=[number, 0.7]).iou_thresholds == (0.5, 0.7)
+    assert BoxAccuracy.from_json(BoxAccuracy(iou_thresholds=number).to_json()).config() == \
+        BoxAccuracy(iou_thresholds=0.5).config()
+
+
+@pytest.mark.parametrize(
+    "scoremap",
+    [np.zeros((1, 1)), np.ones((1, 1)), np.full((6, 5), 0.5), np.zeros((4, 4)),
+     np.linspace(0, 1, 9)[None], np.linspace(0, 1, 9)[:, None]],
+    ids=["pixel-0", "pixel-1", "constant", "zeros", "1xN", "Nx1"],
+)
+def test_degenerate_maps_are_scored(scoremap):
+    height, width = scoremap.shape
+    whole = np.array([[0, 0, width - 1, height - 1]])  # the GT box covers the whole map
+    for thresholds in (None, [0.5], [0.0]):
+        result = box_accuracy(scoremap, whole, thresholds=thresholds)
+        assert all(np.isfinite(v) for v in result.max_box_acc.values())
+    masks = np.zeros(scoremap.shape, dtype=np.uint8)
+    masks.flat[0] = 1
+    for thresholds in (None, [0.0], [0.0, 0.5]):  # (scores below the first edge are dropped)
+        assert np.isfinite(pixel_ap(scoremap, masks, thresholds=thresholds).pxap)
+    metric = LocalizationAccuracy(rule="pas")
+    metric.update(scoremap[None], [whole], torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+    assert metric.compute().num_images == 1
+
+
+def test_float_mask_tensors_of_every_dtype_are_refused_by_name():
+    for dtype in (torch.bfloat16, torch.float16, torch.complex64):
+        with pytest.raises(TypeError, match=rf"masks must have an integer or bool dtype, got "
+                                            rf"{dtype}"):
+            PixelAP().update(np.zeros((2, 2)), torch.zeros(2, 2, dtype=dtype))
+
+
+def test_sync_without_process_group_twice_changes_nothing():
+    metric = BoxAccuracy()
+    metric.update(blob_maps(14, 2), random_gt(15, 2))
+    before = metric.state_dict()
+    assert metric.sync().sync().state_dict() == before
+
+
+def snapshot_values():
+    return st.sampled_from([None, -1, 0, 1, 2**62, 2**63, 2**70, 1.5, True, "3", [], [[1]],
+                            [-5], [2**70], [[2500, 0]], [[0, 0]], {"a": 1}])
+
+
+@st.composite
+def hostile_snapshots(draw):
+    """A genuine snapshot of one of the metrics with one to three fields replaced."""
+    metric = draw(st.sampled_from([BoxAccuracy(thresholds=[0.0, 0.5], iou_thresholds=(0.5,)),
+                                   PixelAP([0.5]), LocalizationAccuracy()]))
+    snapshot = metric.state_dict()
+    for _ in range(draw(st.integers(1, 3))):
+        part = draw(st.sampled_from(["top", "config", "state"]))
+        target = snapshot if part == "top" else snapshot.get(part)
+        if not isinstance(target, dict):
+            continue
+        key = draw(st.sampled_from([*sorted(target), "extra"]))
+        if draw(st.booleans()):
+            target[key] = draw(snapshot_values())
+        else:
+            target.pop(key, None)
+    return type(metric), snapshot
+
+
+@settings(max_examples=300)
+@given(case=arguments(
+    scoremaps=st.just(blob_maps(16, 2, size=8)),
+    gt_boxes=st.just([np.array([[0, 0, 4, 4]]), np.array([[1, 1, 8, 8]])]),
+    thresholds=st.just([0.0, 0.5]), iou=st.just((0.3, 0.5)), multi=st.booleans(),
+    logits=st.just(torch.zeros(2, 3)), labels=st.just(torch.tensor([0, 2])),
+    masks=st.just(np.eye(8, dtype=np.uint8)[None].repeat(2, 0)), number=st.floats(0, 1)),
+    snapshot=hostile_snapshots())
+def test_property_metrics_refuse_malformed_input_with_value_or_type_errors(case, snapshot):
+    """camkit.metrics lets only ValueError and TypeError escape on any input, and what it
+    computes from the input it accepts is finite."""
+    scoremaps, gt_boxes, thresholds = case["scoremaps"], case["gt_boxes"], case["thresholds"]
+    iou, multi, logits, labels = case["iou"], case["multi"], case["logits"], case["labels"]
+    masks, number = case["masks"], case["number"]
+    boxes = call_cleanly(box_accuracy, scoremaps, gt_boxes, thresholds, iou, multi)
+    if boxes is not None:
+        assert np.isfinite(boxes.max_box_acc_v2)
+        assert all(np.isfinite(curve).all() for curve in boxes.curves.values())
+    pixels = call_cleanly(pixel_ap, scoremaps, masks, thresholds)
+    if pixels is not None:
+        assert np.isfinite(pixels.pxap) and np.isfinite(pixels.recall).all()
+    localization = call_cleanly(LocalizationAccuracy, "pas", number, number, number, multi)
+    metric = localization or LocalizationAccuracy()
+    if call_cleanly(metric.update, scoremaps, gt_boxes, logits, labels) is not None:
+        raise AssertionError("update returns None")
+    if metric.num_images:
+        result = metric.compute()
+        assert 0 <= result.top1 <= result.top5 <= result.gt_known <= 100
+    cls, state = snapshot
+    loaded = call_cleanly(cls.from_state_dict, state)
+    if loaded is not None:
+        call_cleanly(loaded.merge, loaded)
+        if loaded.num_images:
+            call_cleanly(loaded.compute)  # PixelAP without a foreground pixel refuses
+
+
+@given(seed=st.integers(0, 2**32 - 1), batch=st.integers(0, 3),
+       height=st.integers(1, 12), width=st.integers(1, 12),
+       kind=st.sampled_from(["random", "constant", "zeros", "ones"]),
+       thresholds=st.sampled_from([None, [0.5], [0.0], [0.0, 1.0], threshold_grid(0.001)]))
+def test_property_valid_finite_input_gives_finite_metrics(seed, batch, height, width, kind,
+                                                         thresholds):
+    rng = np.random.default_rng(seed)
+    maps = {"random": rng.random((batch, height, width)),
+            "constant": np.full((batch, height, width), rng.random()),
+            "zeros": np.zeros((batch, height, width)),
+            "ones": np.ones((batch, height, width))}[kind].astype(np.float32)
+    gt = []
+    for _ in range(batch):
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        gt.append(np.array([[x0, y0, rng.integers(x0, width + 1), rng.integers(y0, height + 1)]]))
+    masks = rng.choice(np.array([0, 1, 255], dtype=np.uint8), maps.shape)
+    boxes, pixels = BoxAccuracy(thresholds), PixelAP(thresholds)
+    localization = LocalizationAccuracy(rule="pas")
+    boxes.update(maps, gt)
+    pixels.update(maps, masks)
+    localization.update(maps, gt, rng.standard_normal((batch, 4)), rng.integers(0, 4, batch))
+    if batch:
+        result = boxes.compute()
+        assert np.isfinite(result.max_box_acc_v2) and 0 <= result.max_box_acc_v2 <= 100
+        assert 0 <= localization.compute().top1 <= 100
+    first = 0.0 if thresholds is None else thresholds[0]
+    if ((masks == 1) & (maps >= first)).any():  # scores below the first edge are dropped
+        assert 0 <= pixels.compute().pxap <= 100
+    for metric in (boxes, pixels, localization):
+        assert type(metric).from_json(metric.to_json()).state_dict() == metric.state_dict()

@@ -8,14 +8,15 @@ every thresholded map, bounding rectangles, clamping and IoU as in its reference
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from camkit._checks import check_size, is_tensor
+from camkit._checks import check_bool, check_size, is_tensor, real_number
 from camkit.boxes._engine import ThresholdBoxes, threshold_boxes_of_map
-from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
+from camkit.boxes._inputs import COORDINATE_LIMIT, as_boxes, as_float64_maps, as_thresholds
 from camkit.boxes._levels import box_iou_matrix
 
 if TYPE_CHECKING:
@@ -31,17 +32,31 @@ __all__ = [
 ]
 
 
+#: Most thresholds ``threshold_grid`` builds (``interval >= 1e-6``). The protocol's grids have
+#: 100 (``0.01``) and 1000 (``0.001``) thresholds; a million still makes a grid of 8 MB and
+#: metric states of tens of MB that update in well under a second, while a finer interval can
+#: only tell apart the same 255 quantized levels of a map (and ``1e-9`` would allocate 8 GB and
+#: run for minutes).
+MAX_THRESHOLDS = 1_000_000
+
+
 def threshold_grid(interval: float = 0.01) -> np.ndarray:
     """The protocol's score-map threshold grid ``numpy.arange(0, 1, interval)`` (1 excluded).
 
     ``interval=0.01`` gives the 100 thresholds of the published protocol; training code often
-    uses ``0.001``.
+    uses ``0.001``. ``interval`` must be at least ``1e-6`` (a million thresholds at most);
+    NumPy scalars and one-element arrays or tensors are accepted.
     """
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+    number = real_number(interval)
+    if number is None:
         raise TypeError(f"interval must be a float, got {type(interval).__name__}")
-    if not (np.isfinite(interval) and 0.0 < interval <= 1.0):
-        raise ValueError(f"interval must be in (0, 1], got {interval}")
-    return np.arange(0, 1, interval)
+    if not (math.isfinite(number) and 0.0 < number <= 1.0):
+        raise ValueError(f"interval must be in (0, 1], got {number}")
+    # The first test keeps 1 / number finite for the second (a denormal's inverse is inf).
+    if number < 1.0 / MAX_THRESHOLDS or math.ceil(1.0 / number) > MAX_THRESHOLDS:
+        raise ValueError(f"interval must give at most {MAX_THRESHOLDS} thresholds (interval "
+                         f">= 1e-6), got {number}")
+    return np.arange(0, 1, number)
 
 
 def _like(array: np.ndarray, tensor: torch.Tensor) -> torch.Tensor:
@@ -59,7 +74,7 @@ def box_iou(boxes_a: object, boxes_b: object) -> np.ndarray | torch.Tensor:
 
     Args:
         boxes_a (ndarray or Tensor[N, 4]): integer ``x0, y0, x1, y1`` with ``x0 <= x1``,
-            ``y0 <= y1``.
+            ``y0 <= y1``, within ``±2**30`` (so that no integer area wraps around).
         boxes_b (ndarray or Tensor[M, 4]): same convention.
 
     Returns:
@@ -101,9 +116,10 @@ def threshold_boxes(
     """
     maps = as_float64_maps(scoremap, "scoremap", ndim=(2, 3))
     grid = as_thresholds(thresholds, "thresholds")
+    multi = check_bool(multi_contour, "multi_contour")
     if maps.ndim == 2:
-        return threshold_boxes_of_map(maps, grid, bool(multi_contour))
-    return [threshold_boxes_of_map(single, grid, bool(multi_contour)) for single in maps]
+        return threshold_boxes_of_map(maps, grid, multi)
+    return [threshold_boxes_of_map(single, grid, multi) for single in maps]
 
 
 def boxes_from_scoremap(
@@ -147,14 +163,20 @@ def resize_boxes(
         to_size: ``(H, W)`` of the target image, ``(224, 224)`` in the protocol.
 
     Returns:
-        ``(N, 4)`` int64 boxes, a tensor when ``boxes`` is a tensor.
+        ``(N, 4)`` int64 boxes, a tensor when ``boxes`` is a tensor; ``ValueError`` when a
+        coordinate would pass ``±2**30``.
     """
     array = as_boxes(boxes, "boxes")
     old_h, old_w = check_size(from_size, "from_size")
     new_h, new_w = check_size(to_size, "to_size")
     scale = np.array([new_w, new_h, new_w, new_h], dtype=np.float64)
     old = np.array([old_w, old_h, old_w, old_h], dtype=np.float64)
-    resized = np.trunc(array.astype(np.float64) * scale / old).astype(np.int64)
+    scaled = np.trunc(array.astype(np.float64) * scale / old)
+    # Checked in float64, before the cast: a size of 2**63 would wrap around int64.
+    if scaled.size and np.abs(scaled).max() > COORDINATE_LIMIT:
+        raise ValueError(f"boxes resized from {(old_h, old_w)} to {(new_h, new_w)} must stay "
+                         f"within +-2**30, got values up to {np.abs(scaled).max():.6g}")
+    resized = scaled.astype(np.int64)
     if is_tensor(boxes):
         return _like(resized, boxes)
     return resized

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from camkit._checks import is_tensor
+from camkit._checks import is_tensor, real_number
 
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
 
@@ -52,26 +52,64 @@ def as_float64_maps(value: object, name: str, *, ndim: tuple[int, ...]) -> np.nd
     return np.ascontiguousarray(array)
 
 
-def as_boxes(value: object, name: str) -> np.ndarray:
+#: Largest magnitude of a box coordinate: sides then stay below 2**31 and areas below 2**62,
+#: so the protocol's integer IoU (inclusive areas, their sum) never wraps around int64; no
+#: image comes near it.
+COORDINATE_LIMIT = 2**30
+
+
+def as_boxes(value: object, name: str, *, size: tuple[int, int] | None = None) -> np.ndarray:
     """Return ``value`` as an int64 ``(N, 4)`` array of ``x0, y0, x1, y1`` boxes.
 
     Integer arrays, tensors and nested sequences are accepted; floats only when every value is
-    integral. ``x1 < x0`` or ``y1 < y0`` is an error.
+    integral. ``x1 < x0`` or ``y1 < y0`` is an error, and so is a coordinate beyond
+    ``±COORDINATE_LIMIT``. With ``size`` ``(H, W)`` (the score map's), every box must lie on
+    the map: ``0 <= x0 < W``, ``0 <= y0 < H``, ``x1 <= W`` and ``y1 <= H``. An end at ``W`` or
+    ``H`` is allowed: datasets store a box's far edge as ``x0 + width`` (ImageNet's first
+    validation box ends at the image's height), which ``resize_boxes`` maps to exactly ``W``
+    or ``H``.
     """
     if is_tensor(value):
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
-    if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
+        import torch
+
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:  # NumPy has no bfloat16; the cast is exact
+            value = value.float()
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged; tensors
+        # in a list that torch cannot convert (RuntimeError)
+        raise TypeError(f"{name} must be an (N, 4) array of integer coordinates, got "
+                        f"{type(value).__name__}") from error
+    if array.dtype == object and array.size and all(type(item) is int for item in array.flat):
+        # Python ints past int64: float64 is exact within the limit, and past it only the
+        # range checks below look at the values.
+        array = array.astype(np.float64)
+    if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold integer coordinates, got dtype {array.dtype}")
     if array.ndim == 1 and array.size == 4:
         array = array.reshape(1, 4)
     if array.ndim != 2 or array.shape[1] != 4:
         raise ValueError(f"{name} must have shape (N, 4), got shape {tuple(array.shape)}")
-    if np.issubdtype(array.dtype, np.floating):
+    if array.dtype.kind == "f":
         if not np.isfinite(array).all() or (array != np.trunc(array)).any():
             raise ValueError(f"{name} must hold integral coordinates, got non-integral floats")
+    if size is not None:
+        height, width = size
+        # Compared before the cast to int64, so that no coordinate can wrap around. A
+        # negative x1 or y1 is off the map as well (it is below x0 or y0, or they are < 0).
+        off = ((array < 0) | (array > np.array([width - 1, height - 1, width, height]))).any(1)
+        if off.any():
+            row = int(np.flatnonzero(off)[0])
+            raise ValueError(
+                f"{name} must lie on the {height}x{width} score map (0 <= x0 < W, "
+                f"0 <= y0 < H, x1 <= W, y1 <= H), got {array[row].tolist()} at row {row}"
+            )
+    if (size is None or max(size) > COORDINATE_LIMIT) and array.size and (
+            array.min() < -COORDINATE_LIMIT or array.max() > COORDINATE_LIMIT):
+        raise ValueError(f"{name} must hold coordinates within +-2**30, got values in "
+                         f"[{array.min()}, {array.max()}]")
     boxes = array.astype(np.int64, copy=False)
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
@@ -89,16 +127,23 @@ def as_thresholds(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     The grid must be a non-empty, strictly increasing 1-D sequence within [0, 1];
     ``camkit.boxes.threshold_grid(interval)`` builds the protocol's grid.
     """
-    if isinstance(value, (float, int)):
+    if real_number(value) is not None and getattr(value, "ndim", 0) == 0:
         raise TypeError(f"{name} must be a sequence of floats (threshold_grid(interval) builds "
                         f"the protocol's grid), got the scalar {value!r}")
     if is_tensor(value):
-        value = value.detach().cpu().numpy()
+        tensor = value.detach().cpu()
+        if tensor.is_floating_point():  # bfloat16 has no NumPy dtype; the cast is exact
+            tensor = tensor.double()
+        value = tensor.numpy()
     try:
-        grid = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
+        found = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged; tensors
+        # in a list that torch cannot convert (RuntimeError)
         raise TypeError(f"{name} must be a sequence of floats, got {type(value).__name__}"
                         ) from error
+    if found.dtype.kind not in "iuf":  # strings, bools, complex numbers, objects
+        raise TypeError(f"{name} must be a sequence of floats, got {type(value).__name__}")
+    grid = found.astype(np.float64, copy=False)
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {grid.shape}")
     if not np.isfinite(grid).all() or grid.min() < 0.0 or grid.max() > 1.0:

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camkit.boxes import ThresholdBoxes, box_iou, threshold_boxes, threshold_grid
+from camkit._checks import check_bool, check_finite_number, is_tensor, real_number
+from camkit.boxes import ThresholdBoxes, threshold_boxes, threshold_grid
 from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
+from camkit.boxes._levels import box_iou_matrix
 from camkit.metrics._state import CountingState, as_image_list
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ def reached_runs(boxes: ThresholdBoxes, gt_boxes: np.ndarray,
     row by row, is found by sorting them (the offsets keep rows apart). The work grows with
     the boxes that reach, not with the grid.
     """
-    best = np.asarray(box_iou(boxes.boxes, gt_boxes)).max(axis=1)
+    # Both validated already (engine boxes, split_batch's GT boxes): the IoU kernel directly.
+    best = box_iou_matrix(boxes.boxes, gt_boxes).max(axis=1)
     row, box = np.nonzero(best[None, :] >= iou_thresholds[:, None])
     if box.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -51,12 +54,14 @@ def add_runs(correct: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
 
 
 def split_batch(scoremaps: object, gt_boxes: object) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Validate ``(B, H, W)`` maps (or one ``(H, W)`` map) and their per-image GT boxes."""
+    """Validate ``(B, H, W)`` maps (or one ``(H, W)`` map) and their per-image GT boxes, which
+    must lie on the maps (``as_boxes`` with ``size``)."""
     maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
     if maps.ndim == 2:
         maps, gt_boxes = maps[None], [gt_boxes]
     items = as_image_list(gt_boxes, "gt_boxes", maps.shape[0])
-    boxes = [as_boxes(item, f"gt_boxes[{index}]") for index, item in enumerate(items)]
+    size = (maps.shape[1], maps.shape[2])
+    boxes = [as_boxes(item, f"gt_boxes[{index}]", size=size) for index, item in enumerate(items)]
     for index, item in enumerate(boxes):
         if item.shape[0] == 0:
             raise ValueError(f"gt_boxes[{index}] must hold at least one box, got none")
@@ -110,8 +115,8 @@ class BoxAccuracy(CountingState):
     Args:
         thresholds: score-map thresholds, strictly increasing in [0, 1]; default
             ``threshold_grid(0.01)``.
-        iou_thresholds: IoU thresholds in [0, 1].
-        multi_contour: boxes of every contour, or only of the largest one.
+        iou_thresholds: IoU thresholds in [0, 1], distinct (one number is one threshold).
+        multi_contour: boxes of every contour, or only of the largest one (a bool).
 
     State: ``correct`` ``(len(iou_thresholds), T)`` int64 counts and ``num_images``.
     """
@@ -127,11 +132,17 @@ class BoxAccuracy(CountingState):
         grid = threshold_grid(0.01) if thresholds is None else thresholds
         self.thresholds = as_thresholds(grid, "thresholds")
         self.iou_thresholds = as_iou_thresholds(iou_thresholds)
-        self.multi_contour = bool(multi_contour)
+        self.multi_contour = check_bool(multi_contour, "multi_contour")
         super().__init__()
 
     def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"correct": (len(self.iou_thresholds), self.thresholds.size)}
+
+    def _check_counts(self) -> None:
+        worst = int(self._state["correct"].max())
+        if worst > self.num_images:
+            raise ValueError(f"snapshot state must satisfy correct <= num_images, got "
+                             f"correct={worst}, num_images={self.num_images}")
 
     def config(self) -> dict[str, Any]:
         return {
@@ -147,9 +158,11 @@ class BoxAccuracy(CountingState):
             scoremaps (ndarray or Tensor[B, H, W]): float maps, finite, in [0, 1] (one
                 ``(H, W)`` map is also accepted, with ``gt_boxes`` its ``(n, 4)`` boxes).
             gt_boxes: ``B`` integer arrays ``(n_i, 4)`` of ``x0, y0, x1, y1`` boxes in the
-                maps' pixel grid (``resize_boxes`` maps original-image boxes there).
+                maps' pixel grid (``resize_boxes`` maps original-image boxes there): ``0 <= x0
+                < W``, ``0 <= y0 < H``, ``x1 <= W``, ``y1 <= H``.
         """
         maps, boxes = split_batch(scoremaps, gt_boxes)
+        self._make_room(maps.shape[0], "num_images")  # every count is <= num_images
         per_map = threshold_boxes(maps, self.thresholds, multi_contour=self.multi_contour)
         if isinstance(per_map, ThresholdBoxes):  # (maps is (B, H, W): a list comes back)
             per_map = [per_map]
@@ -181,13 +194,21 @@ class BoxAccuracy(CountingState):
         )
 
 
-def as_iou_thresholds(value: Sequence[float]) -> tuple[float, ...]:
-    """Check a non-empty sequence of IoU thresholds in [0, 1]."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = (value,)
-    items = tuple(float(item) for item in value)
+def as_iou_thresholds(value: object) -> tuple[float, ...]:
+    """Check a non-empty sequence of distinct IoU thresholds in [0, 1] (or one number)."""
+    if real_number(value) is not None and getattr(value, "ndim", 0) == 0:
+        candidates: list[object] = [value]
+    elif isinstance(value, (list, tuple)) or (
+            (isinstance(value, np.ndarray) or is_tensor(value)) and value.ndim == 1):
+        candidates = list(value)
+    else:
+        raise TypeError(f"iou_thresholds must be a number or a sequence of numbers, got "
+                        f"{type(value).__name__}")
+    items = tuple(check_finite_number(item, "iou_thresholds") for item in candidates)
     if not items or any(not (0.0 <= item <= 1.0) for item in items):
         raise ValueError(f"iou_thresholds must be a non-empty sequence in [0, 1], got {value}")
+    if len(set(items)) != len(items):
+        raise ValueError(f"iou_thresholds must be distinct, got {list(items)}")
     return items
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from camkit._checks import check_finite_number
+from camkit._checks import check_bool, check_finite_number, is_tensor
 from camkit.boxes import ThresholdBoxes, threshold_boxes
 from camkit.metrics._box import reached_runs, split_batch
 from camkit.metrics._state import CountingState
@@ -59,7 +59,7 @@ class LocalizationAccuracy(CountingState):
         q: percentile for ``"pas"``, in [0, 100].
         iou_threshold: IoU needed to count a box as correct.
         multi_contour: boxes of every contour (best one counts) or only the largest contour
-            (the classic CAM evaluation, default).
+            (the classic CAM evaluation, default); a bool.
     """
 
     _metric_name = "LocalizationAccuracy"
@@ -72,7 +72,7 @@ class LocalizationAccuracy(CountingState):
         iou_threshold: float = 0.5,
         multi_contour: bool = False,
     ) -> None:
-        if rule not in _RULES:
+        if not isinstance(rule, str) or rule not in _RULES:  # (an array would compare elementwise)
             raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
         self.rule = rule
         default_theta = 0.2 if rule == "max" else 0.35
@@ -81,11 +81,20 @@ class LocalizationAccuracy(CountingState):
         self.q = check_finite_number(q, "q", low=0.0, high=100.0)
         self.iou_threshold = check_finite_number(iou_threshold, "iou_threshold", low=0.0,
                                                  high=1.0)
-        self.multi_contour = bool(multi_contour)
+        self.multi_contour = check_bool(multi_contour, "multi_contour")
         super().__init__()
 
     def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"gt_known": (1,), "top1": (1,), "top5": (1,)}
+
+    def _check_counts(self) -> None:
+        # Top-1 correct implies top-5 correct, which implies GT-known correct.
+        names = ("top1", "top5", "gt_known", "num_images")
+        counts = [int(self._state[name][0]) for name in names]
+        if counts != sorted(counts):
+            found = ", ".join(f"{name}={count}" for name, count in zip(names, counts, strict=True))
+            raise ValueError(f"snapshot state must satisfy top1 <= top5 <= gt_known <= "
+                             f"num_images, got {found}")
 
     def config(self) -> dict[str, Any]:
         return {"rule": self.rule, "theta": self.theta, "q": self.q,
@@ -108,24 +117,33 @@ class LocalizationAccuracy(CountingState):
         Args:
             scoremaps (ndarray or Tensor[B, H, W]): ground-truth-class maps, float, in [0, 1].
             gt_boxes: ``B`` integer ``(n_i, 4)`` arrays of ``x0, y0, x1, y1`` boxes.
-            logits (ndarray or Tensor[B, K]): class scores.
-            labels (ndarray or Tensor[B]): ground-truth class indices in ``[0, K)``.
+            logits (ndarray or Tensor[B, K]): class scores, float, finite.
+            labels (ndarray or Tensor[B]): ground-truth class indices in ``[0, K)``, of an
+                integer dtype (not bool).
         """
         import torch
 
         maps, boxes = split_batch(scoremaps, gt_boxes)
-        scores = torch.as_tensor(logits).detach().cpu()
-        targets = torch.as_tensor(labels).detach().cpu()
         batch = maps.shape[0]
-        if scores.dim() != 2 or scores.shape[0] != batch or not scores.is_floating_point():
+        self._make_room(batch, "num_images")  # every count is <= num_images
+        found = _as_array(logits, "logits")
+        if (found.ndim != 2 or found.shape[0] != batch or found.shape[1] == 0
+                or found.dtype.kind != "f"):
             raise ValueError(f"logits must be a float (B, K) array with B = {batch}, got "
-                             f"{scores.dtype} of shape {tuple(scores.shape)}")
-        if targets.shape != (batch,) or targets.is_floating_point():
+                             f"{found.dtype} of shape {tuple(found.shape)}")
+        if not np.isfinite(found).all():  # NaN has no rank among the classes
+            raise ValueError("logits must be finite, got NaN or infinite values")
+        # float16 and longdouble to a dtype that topk supports everywhere; the order is kept.
+        scores = torch.from_numpy(np.ascontiguousarray(
+            found if found.dtype in (np.float32, np.float64) else found.astype(np.float64)))
+        found = _as_array(labels, "labels")
+        if found.shape != (batch,) or found.dtype.kind not in "iu":  # not bool: not a class
             raise ValueError(f"labels must be (B,) integers with B = {batch}, got "
-                             f"{targets.dtype} of shape {tuple(targets.shape)}")
+                             f"{found.dtype} of shape {tuple(found.shape)}")
         classes = scores.shape[1]
-        if batch and (int(targets.min()) < 0 or int(targets.max()) >= classes):
-            raise ValueError(f"labels must lie in [0, {classes}), got {targets.tolist()}")
+        if batch and (int(found.min()) < 0 or int(found.max()) >= classes):
+            raise ValueError(f"labels must lie in [0, {classes}), got {found.tolist()}")
+        targets = torch.from_numpy(found.astype(np.int64))
         top = scores.topk(min(5, classes), dim=1).indices
         in_top5 = (top == targets[:, None]).any(dim=1).numpy()
         in_top1 = (top[:, 0] == targets).numpy()
@@ -153,3 +171,20 @@ class LocalizationAccuracy(CountingState):
             top5=float(self._state["top5"][0]) * scale,
             num_images=self.num_images,
         )
+
+
+def _as_array(value: object, name: str) -> np.ndarray:
+    """``value`` (an array, a tensor on any device or nested sequences) as a NumPy array."""
+    if is_tensor(value):
+        import torch
+
+        tensor = value.detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; the cast is exact
+            tensor = tensor.float()
+        return tensor.numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged; tensors
+        # in a list that torch cannot convert (RuntimeError)
+        raise TypeError(f"{name} must be a numpy.ndarray or torch.Tensor, got "
+                        f"{type(value).__name__}") from error

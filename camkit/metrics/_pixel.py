@@ -27,6 +27,8 @@ def as_masks(value: object, shape: tuple[int, ...]) -> np.ndarray:
     ``shape``, as uint8; ``TypeError``/``ValueError`` on a wrong kind, dtype, shape or value (the
     error names the first value other than 0, 1 and ``IGNORE``)."""
     if is_tensor(value):
+        if value.is_floating_point() or value.is_complex():  # (bfloat16 has no NumPy dtype)
+            raise TypeError(f"masks must have an integer or bool dtype, got {value.dtype}")
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
         raise TypeError(
@@ -147,6 +149,8 @@ class PixelAP(CountingState):
         """
         maps = as_float64_maps(scoremaps, "scoremaps", ndim=(2, 3))
         labels = as_masks(masks, maps.shape if maps.ndim == 3 else (1, *maps.shape))
+        self._make_room(labels.shape[0], "num_images")
+        self._make_room(labels.size, "foreground", "background")  # at most every pixel in a bin
         # Per map, so that the temporaries stay in cache; index 0 (below the first edge) dropped.
         foreground = np.zeros(self._edges.size, dtype=np.int64)
         background = np.zeros(self._edges.size, dtype=np.int64)
