@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from camkit.acol import ACoLHead, ACoLOutput, acol_loss, erase_by_cam
     from camkit.adl import AttentionDropout, attention_dropout
     from camkit.augment import CutMixBatch, HideAndSeek, cutmix, cutmix_loss, hide_patches
     from camkit.cam import (
@@ -24,14 +25,19 @@ if TYPE_CHECKING:
     from camkit.cream import ContextEmbeddingBank, CreamDetails, EMReActivation, cream_map
     from camkit.localizer import Localization, Localizer, attach
     from camkit.pooling import ThresholdedAvgPool, thresholded_avg_pool
+    from camkit.spg import SPGHead, SPGOutput, spg_guidance_mask, spg_loss
     from camkit.threshold import PercentileThreshold, percentile_threshold
 
 #: Submodules reachable as attributes (``camkit.metrics.BoxAccuracy``), imported on first access.
-_LAZY_SUBMODULES = ("adl", "augment", "boxes", "cam", "cli", "cream", "data", "localizer",
-                    "metrics", "pooling", "threshold", "viz")
+_LAZY_SUBMODULES = ("acol", "adl", "augment", "boxes", "cam", "cli", "cream", "data",
+                    "localizer", "metrics", "pooling", "spg", "threshold", "viz")
 
 #: Public name -> module that defines it (imported on first access).
 _LAZY_ATTRIBUTES = {
+    "ACoLHead": "camkit.acol",
+    "ACoLOutput": "camkit.acol",
+    "acol_loss": "camkit.acol",
+    "erase_by_cam": "camkit.acol",
     "AttentionDropout": "camkit.adl",
     "attention_dropout": "camkit.adl",
     "CutMixBatch": "camkit.augment",
@@ -53,11 +59,17 @@ _LAZY_ATTRIBUTES = {
     "attach": "camkit.localizer",
     "ThresholdedAvgPool": "camkit.pooling",
     "thresholded_avg_pool": "camkit.pooling",
+    "SPGHead": "camkit.spg",
+    "SPGOutput": "camkit.spg",
+    "spg_guidance_mask": "camkit.spg",
+    "spg_loss": "camkit.spg",
     "PercentileThreshold": "camkit.threshold",
     "percentile_threshold": "camkit.threshold",
 }
 
 __all__ = [
+    "ACoLHead",
+    "ACoLOutput",
     "AttentionDropout",
     "ClassActivationMap",
     "ContextEmbeddingBank",
@@ -69,17 +81,23 @@ __all__ = [
     "Localizer",
     "NegativeWeightClamp",
     "PercentileThreshold",
+    "SPGHead",
+    "SPGOutput",
     "ThresholdedAvgPool",
     "__version__",
+    "acol_loss",
     "attach",
     "attention_dropout",
     "class_activation_map",
     "cream_map",
     "cutmix",
     "cutmix_loss",
+    "erase_by_cam",
     "hide_patches",
     "normalize_map",
     "percentile_threshold",
+    "spg_guidance_mask",
+    "spg_loss",
     "thresholded_avg_pool",
     "upsample_map",
 ]
