@@ -5,6 +5,13 @@ in place of the model's average pooling for ``tap=``. Both are recorded in two l
 handles, swaps) that ``release`` empties, so running it again (``detach()``, then the
 finalizer) does nothing. ``eval_mode`` switches modules to eval mode for one call and restores
 each one's own flag.
+
+Several handles may swap the same pooling slot (``attach(m, tap=0.1)``, then
+``attach(m, tap=0.2)``). The swaps of one slot form a stack, bottom to top, whose top is the
+module in the model: releasing the top puts back what it replaced; releasing a lower one hands
+what it replaced to the swap above it. Any order of release thus ends with the original module,
+as nested ``with`` blocks would. A swap whose module is no longer in the model (the user put
+another one there) leaves the user's module alone.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,8 +29,22 @@ from camkit.pooling import ThresholdedAvgPool
 
 __all__ = ["Capture", "Swap", "eval_mode", "release", "swap_pooling"]
 
-#: A swapped module: ``(parent, child name, original module)``, undone by ``release``.
-Swap = tuple[nn.Module, str, nn.Module]
+
+@dataclass(eq=False)  # compared by identity
+class Swap:
+    """``parent.<child>`` was ``replaced`` and is now ``installed``; undone by ``release``."""
+
+    parent: nn.Module
+    child: str
+    replaced: nn.Module
+    installed: nn.Module
+
+
+#: Live swaps per slot ``(id(parent), child)``, bottom to top. An entry holds its parent
+#: strongly, so the id cannot be reused while it exists; ``release`` removes it. Re-entrant:
+#: a handle's finalizer may run ``release`` in a thread that already holds it.
+_STACKS: dict[tuple[int, str], list[Swap]] = {}
+_STACKS_LOCK = threading.RLock()
 
 
 class Capture:
@@ -44,8 +66,24 @@ def release(handles: list[Any], swaps: list[Swap]) -> None:
     while handles:
         handles.pop().remove()
     while swaps:
-        parent, child, original = swaps.pop()
-        setattr(parent, child, original)
+        _unswap(swaps.pop())
+
+
+def _unswap(swap: Swap) -> None:
+    """Take ``swap`` out of its slot's stack, restoring the module below it when on top."""
+    with _STACKS_LOCK:
+        key = (id(swap.parent), swap.child)
+        stack = _STACKS.get(key, [])
+        index = next((i for i, other in enumerate(stack) if other is swap), None)
+        if index is None:
+            return  # dropped when the user replaced the module (see swap_pooling)
+        if index + 1 < len(stack):
+            stack[index + 1].replaced = swap.replaced  # the swap above now restores it
+        elif getattr(swap.parent, swap.child, None) is swap.installed:
+            setattr(swap.parent, swap.child, swap.replaced)
+        del stack[index]
+        if not stack:
+            del _STACKS[key]
 
 
 @contextmanager
@@ -78,5 +116,11 @@ def swap_pooling(core: nn.Module, pool_name: str | None, feature_name: str, thet
     if not isinstance(original, (nn.AdaptiveAvgPool2d, ThresholdedAvgPool)):
         raise ValueError(f"tap= replaces an average pooling, but {pool_name!r} is "
                          f"{type(original).__name__}")
-    setattr(parent, child, ThresholdedAvgPool(theta))
-    swaps.append((parent, child, original))
+    swap = Swap(parent, child, original, ThresholdedAvgPool(theta))
+    with _STACKS_LOCK:
+        stack = _STACKS.setdefault((id(parent), child), [])
+        if stack and stack[-1].installed is not original:
+            stack.clear()  # the user replaced our module: the older swaps have nothing to undo
+        setattr(parent, child, swap.installed)
+        stack.append(swap)
+    swaps.append(swap)

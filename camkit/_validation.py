@@ -22,6 +22,7 @@ __all__ = [
     "check_size",
     "check_tensor",
     "compute_dtype",
+    "index_bounds",
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -66,3 +67,19 @@ def check_same_device(reference: torch.Tensor, ref_name: str, **others: torch.Te
                 f"{name} must be on the same device as {ref_name} ({reference.device}), "
                 f"got {tensor.device}"
             )
+
+
+def index_bounds(indices: torch.Tensor) -> tuple[int, int] | None:
+    """``(min, max)`` of an integer tensor as Python ints, or ``None`` when it is empty.
+
+    Both come back in one transfer: for a CUDA tensor that is one device sync, the price of a
+    range check that refuses bad indices before they are used (an out-of-range CUDA index would
+    end the process in a device-side assert, a negative one would wrap around silently).
+    """
+    if indices.numel() == 0:
+        return None
+    low, high = torch.aminmax(indices)
+    if indices.device.type == "cpu":
+        return int(low), int(high)
+    bounds = torch.stack((low, high)).tolist()
+    return int(bounds[0]), int(bounds[1])

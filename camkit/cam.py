@@ -3,9 +3,18 @@
 ``class_activation_map`` forms ``M = sum_c W[k, c] * F[c]`` for one class per image;
 ``upsample_map`` and ``normalize_map`` follow the reference evaluation protocol's order
 (bicubic upsample to the evaluation size, then per-image min-max to [0, 1]).
+
+Finite inputs never give NaN or infinity: sums that could overflow are formed from inputs
+scaled by a power of two (exact) and scaled back, and a result beyond the dtype's range
+saturates at its largest finite value. NaN and infinities already in the input propagate (no
+device sync is spent looking for them). Where overflow is possible at all, a CPU tensor is
+tested first (a host-side check costs no device sync) and the scaled computation runs only when
+needed; on other devices it always runs, so that no sync is added to the hot path.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +26,7 @@ from camkit._validation import (
     check_size,
     check_tensor,
     compute_dtype,
+    index_bounds,
 )
 
 __all__ = [
@@ -41,9 +51,35 @@ def _classifier_matrix(weight: object, name: str) -> Tensor:
     return weight
 
 
+def _on_cpu(tensor: Tensor) -> bool:
+    """Whether a data-dependent check of ``tensor`` is free: on the CPU it needs no device sync."""
+    return tensor.device.type == "cpu"
+
+
+def scale_by_power_of_two(values: Tensor, exponent: Tensor) -> Tensor:
+    """``values * 2**exponent`` (``exponent`` an integer tensor broadcast against ``values``).
+
+    Exact unless the result leaves the dtype's range; the factor is applied in two halves so
+    that each one is representable even when ``2**exponent`` itself is not.
+    """
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(values, half), exponent - half)
+
+
+def saturate(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """Clamp ``values`` to ``dtype``'s finite range (infinities become its largest value)."""
+    largest = torch.finfo(dtype).max
+    return values.clamp(-largest, largest)
+
+
 def _check_classes(classes: Tensor | int, batch: int, num_classes: int, ref: Tensor) -> Tensor:
     """Turn ``classes`` into a ``(B,)`` int64 tensor on ``ref``'s device, checking its range."""
     if isinstance(classes, int) and not isinstance(classes, bool):
+        if not 0 <= classes < num_classes:  # also keeps ints past int64 away from torch.full
+            raise ValueError(
+                f"classes must lie in [0, {num_classes - 1}] (K={num_classes} classes), "
+                f"got values in [{classes}, {classes}]"
+            )
         classes = torch.full((batch,), classes, dtype=torch.long, device=ref.device)
     classes = check_tensor(classes, "classes", ndim=(0, 1), dtypes=INDEX_DTYPES,
                            shape_doc="(B,)")
@@ -54,14 +90,23 @@ def _check_classes(classes: Tensor | int, batch: int, num_classes: int, ref: Ten
         raise ValueError(
             f"classes must hold one class per image (B={batch}), got {classes.shape[0]} entries"
         )
-    if classes.numel() > 0:
-        low, high = int(classes.min()), int(classes.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"classes must lie in [0, {num_classes - 1}] (K={num_classes} classes), "
-                f"got values in [{low}, {high}]"
-            )
+    bounds = index_bounds(classes)
+    if bounds is not None and (bounds[0] < 0 or bounds[1] >= num_classes):
+        raise ValueError(
+            f"classes must lie in [0, {num_classes - 1}] (K={num_classes} classes), "
+            f"got values in [{bounds[0]}, {bounds[1]}]"
+        )
     return classes.long()
+
+
+def _scaled_cam(selected: Tensor, features: Tensor) -> Tensor:
+    """``einsum("bc,bchw->bhw")`` that cannot overflow inside: each weight row is scaled by a
+    power of two below ``1 / (4 C)`` of its largest magnitude, so every product and partial sum
+    stays under a quarter of the largest float, and the maps are scaled back (exactly)."""
+    _, exponent = torch.frexp(selected.abs().amax(dim=1))  # max |w| < 2**exponent per row
+    shift = (exponent + (selected.shape[1].bit_length() + 2)).unsqueeze(1)  # (B, 1)
+    maps = torch.einsum("bc,bchw->bhw", scale_by_power_of_two(selected, -shift), features)
+    return scale_by_power_of_two(maps, shift.unsqueeze(2))
 
 
 def class_activation_map(
@@ -82,7 +127,9 @@ def class_activation_map(
 
     Returns:
         Tensor[B, h, w]: ``sum_c W[classes[b], c] * features[b, c]``, in ``features``' dtype
-        (computed in float32 for float16/bfloat16 inputs).
+        (computed in float32 for float16/bfloat16 inputs). Finite inputs give finite maps (a
+        value beyond the dtype's range saturates at its largest finite value); NaN and
+        infinities in the inputs propagate (no device sync looks for them).
     """
     check_tensor(features, "features", ndim=4, shape_doc="(B, C, h, w)")
     weight = _classifier_matrix(weight, "weight")
@@ -97,8 +144,15 @@ def class_activation_map(
     selected = weight[classes].to(dtype)
     if clamp_negative:
         selected = selected.clamp_min(0)
-    maps = torch.einsum("bc,bchw->bhw", selected, features.to(dtype))
-    return maps.to(features.dtype)
+    work = features.to(dtype)
+    if _on_cpu(work) or selected.numel() == 0:
+        maps = torch.einsum("bc,bchw->bhw", selected, work)
+        # An overflow inside the sum shows as a non-finite map (inf stays inf or turns NaN),
+        # and then in the maps' total (which may also overflow alone: a needless rescale).
+        if selected.numel() == 0 or math.isfinite(float(maps.detach().sum())):
+            return maps if dtype == features.dtype else saturate(maps, features.dtype).to(
+                features.dtype)
+    return saturate(_scaled_cam(selected, work), features.dtype).to(features.dtype)
 
 
 def normalize_map(maps: Tensor) -> Tensor:
@@ -106,13 +160,14 @@ def normalize_map(maps: Tensor) -> Tensor:
 
     A constant map, or one holding any NaN or infinity, becomes all zeros (the reference
     protocol's rule for constant and NaN maps, extended to infinities so the output is always
-    finite).
+    finite). Any finite map is normalized, also one whose range ``max - min`` exceeds the
+    dtype's largest value (such a map is halved first, exactly).
 
     Args:
         maps (Tensor[..., H, W]): floating-point maps, at least 2-D.
 
     Returns:
-        Tensor[..., H, W]: normalized maps in ``maps``' dtype.
+        Tensor[..., H, W]: normalized maps in ``maps``' dtype, always finite.
     """
     check_tensor(maps, "maps")
     if maps.dim() < 2:
@@ -121,10 +176,16 @@ def normalize_map(maps: Tensor) -> Tensor:
         return maps.clone()
     dtype = compute_dtype(maps.dtype)
     flat = maps.to(dtype).flatten(-2)
-    finite = torch.isfinite(flat).all(dim=-1, keepdim=True)
-    shifted = flat - flat.amin(dim=-1, keepdim=True)
-    span = shifted.amax(dim=-1, keepdim=True)
-    valid = finite & (span > 0)
+    low = flat.amin(dim=-1, keepdim=True)
+    high = flat.amax(dim=-1, keepdim=True)
+    # max - min can overflow, the difference of the halves cannot: it is finite iff the map is
+    # (amin/amax propagate NaN and infinities). Wide maps are halved (exact) before the shift.
+    halves = high * 0.5 - low * 0.5
+    wide = halves > torch.finfo(dtype).max / 4
+    half = torch.where(wide, 0.5, 1.0).to(dtype)
+    span = torch.where(wide, halves, high - low)
+    valid = (span > 0) & (halves < math.inf)
+    shifted = torch.addcmul(-low * half, flat, half)  # (flat - low) * half, one pass
     # Divide only where valid; elsewhere output zeros (never NaN).
     normalized = torch.where(valid, shifted / torch.where(valid, span, 1.0), 0.0)
     return normalized.view_as(maps).to(maps.dtype)
@@ -148,7 +209,9 @@ def upsample_map(
         mode: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
 
     Returns:
-        Tensor[B, H, W] (or Tensor[H, W]) in ``maps``' dtype.
+        Tensor[B, H, W] (or Tensor[H, W]) in ``maps``' dtype. Finite maps give finite output:
+        an overshoot past the dtype's range saturates at its largest finite value. NaN and
+        infinities in ``maps`` propagate (no device sync looks for them).
     """
     check_tensor(maps, "maps", ndim=(2, 3), shape_doc="(B, h, w) or (h, w)")
     height, width = check_size(size, "size")
@@ -164,7 +227,17 @@ def upsample_map(
         return out[0] if squeeze else out
     dtype = compute_dtype(maps.dtype)
     kwargs = {} if mode == "nearest" else {"align_corners": False}
-    out = F.interpolate(batch.to(dtype).unsqueeze(1), size=(height, width), mode=mode, **kwargs)
+    work = batch.to(dtype).unsqueeze(1)
+    # The Keys kernel's weights have absolute sum <= 1.9 in 2-D: maps below a quarter of the
+    # output dtype's largest value can neither overflow inside nor come out of its range.
+    limit = torch.finfo(maps.dtype).max / 4
+    if _on_cpu(work) and float(work.detach().abs().amax()) <= limit:  # False for NaN
+        out = F.interpolate(work, size=(height, width), mode=mode, **kwargs)
+    else:
+        peak = work.abs().amax(dim=(2, 3), keepdim=True)
+        factor = torch.where(peak > limit, 0.25, 1.0).to(dtype)  # powers of two: exact
+        out = F.interpolate(work * factor, size=(height, width), mode=mode, **kwargs)
+        out = saturate(out / factor, maps.dtype)
     out = out.squeeze(1).to(maps.dtype)
     return out[0] if squeeze else out
 

@@ -31,6 +31,7 @@ from camkit._validation import (
     check_finite_number,
     check_positive_int,
     check_tensor,
+    index_bounds,
 )
 from camkit.cam import class_activation_map, normalize_map, upsample_map
 from camkit.threshold import percentile_threshold
@@ -60,17 +61,22 @@ def _check_labels(labels: Tensor | int, ref: Tensor, num_classes: int) -> Tensor
     """
     batch = ref.shape[0]
     if isinstance(labels, int) and not isinstance(labels, bool):
-        labels = torch.full((batch,), labels, dtype=torch.long, device=ref.device)
-    labels = check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES,
-                          shape_doc="(B,)")
-    labels = labels.to(ref.device).long().expand(batch) if labels.dim() == 0 else labels
-    if labels.shape[0] != batch:
+        _check_label_bounds((labels, labels), num_classes)  # before torch.full sees it
+        return torch.full((batch,), labels, dtype=torch.long, device=ref.device)
+    labels = check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
+    if labels.dim() == 1 and labels.shape[0] != batch:
         raise ValueError(f"labels must hold one class per image (B={batch}), got "
                          f"{labels.shape[0]}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    _check_label_bounds(index_bounds(labels), num_classes)  # one transfer (a sync on CUDA)
+    labels = labels.to(ref.device).long()
+    return labels.expand(batch) if labels.dim() == 0 else labels
+
+
+def _check_label_bounds(bounds: tuple[int, int] | None, num_classes: int) -> None:
+    """Refuse labels whose ``(min, max)`` leaves ``[0, num_classes)`` (``None``: no labels)."""
+    if bounds is not None and (bounds[0] < 0 or bounds[1] >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
-    return labels.to(ref.device).long()
+                         f"[{bounds[0]}, {bounds[1]}]")
 
 
 class Localization(NamedTuple):
@@ -363,7 +369,9 @@ def attach(model: nn.Module, *, method: str = "cream",
         feature_layer, classifier: override discovery with a module or a dotted name.
         num_classes: expected number of logits (checked).
         tap: swap the global average pooling for ``ThresholdedAvgPool(tap)`` until
-            ``detach()``.
+            ``detach()``. Several handles may be attached to one model: the pooling of the
+            latest ``tap=`` handle still attached is in effect, and once every handle is
+            detached, in any order, the model holds its original module again.
         clamp_negative: negative weight clamping for the maps (default: ``method == "rcam"``).
         logits: picks the logits from the output: a key/attribute name, an index or a callable.
         example_input (Tensor[1, C_in, H, W]): input used for discovery.
@@ -372,7 +380,8 @@ def attach(model: nn.Module, *, method: str = "cream",
         scale, iterations: CREAM EM re-activation.
 
     Returns:
-        Localizer: an ``nn.Module`` and context manager; ``detach()`` removes its hook.
+        Localizer: an ``nn.Module`` and context manager; ``detach()`` removes its hook (and is
+        safe to call again).
     """
     return Localizer(model, method=method, feature_layer=feature_layer, classifier=classifier,
                      num_classes=num_classes, tap=tap, clamp_negative=clamp_negative,

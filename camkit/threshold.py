@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit._validation import check_finite_number, check_tensor, compute_dtype
+from camkit.cam import saturate
 
 __all__ = ["PercentileThreshold", "percentile_threshold"]
 
@@ -21,7 +22,12 @@ def _percentile_linear(flat: Tensor, q: float) -> Tensor:
     lower = ordered[..., low]
     if frac == 0.0:
         return lower
-    return lower + (ordered[..., high] - lower) * frac
+    upper = ordered[..., high]
+    step = upper - lower
+    # The difference of two finite values can overflow; then step by its half twice (each
+    # partial sum stays between lower and upper).
+    half = (upper * 0.5 - lower * 0.5) * frac
+    return torch.where(torch.isinf(step), lower + half + half, lower + step * frac)
 
 
 def percentile_threshold(maps: Tensor, q: float = 90.0, theta: float = 0.35) -> Tensor:
@@ -37,17 +43,21 @@ def percentile_threshold(maps: Tensor, q: float = 90.0, theta: float = 0.35) -> 
         theta: multiplier, finite and >= 0.
 
     Returns:
-        Tensor[B] (or a 0-D tensor for a single map) in ``maps``' dtype.
+        Tensor[B] (or a 0-D tensor for a single map) in ``maps``' dtype, always finite: a
+        threshold beyond the dtype's range saturates at its largest finite value.
     """
     check_tensor(maps, "maps", ndim=(2, 3), shape_doc="(B, H, W) or (H, W)")
     q = check_finite_number(q, "q", low=0.0, high=100.0)
     theta = check_finite_number(theta, "theta", low=0.0)
     if maps.shape[-1] == 0 or maps.shape[-2] == 0:
         raise ValueError(f"maps must have non-empty spatial dims, got shape {tuple(maps.shape)}")
-    flat = maps.to(compute_dtype(maps.dtype)).flatten(-2)
+    dtype = compute_dtype(maps.dtype)
+    flat = maps.to(dtype).flatten(-2)
     if flat.numel() and not bool(torch.isfinite(flat).all()):
         raise ValueError("maps must be finite, got NaN or infinite values")
-    return (theta * _percentile_linear(flat, q)).to(maps.dtype)
+    # A theta past the dtype's range would turn into inf (and inf * 0 into NaN): cap it there.
+    theta = min(theta, torch.finfo(dtype).max)
+    return saturate(theta * _percentile_linear(flat, q), maps.dtype).to(maps.dtype)
 
 
 class PercentileThreshold(nn.Module):

@@ -299,3 +299,230 @@ def test_class_activation_map_module():
 def test_public_exports():
     for name in ("class_activation_map", "normalize_map", "upsample_map", "NegativeWeightClamp"):
         assert hasattr(camkit, name)
+
+
+# --------------------------------------------------------------------------- hostile input
+#: Every dtype a caller might pass, the refused ones included.
+ALL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+              torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64)
+INDEX_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+#: Finite extremes per dtype: the largest value, the issue's ±3e38 / 1e19 / 65504, denormals.
+_EXTREMES = ("largest", "3e38", "1e19", "denormal", "mixed")
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
+def _fill(values: torch.Tensor, dtype: torch.dtype, special: str) -> torch.Tensor:
+    """``values`` (float64) with ``special`` written into about half of the entries."""
+    if special == "none" or values.numel() == 0 or not (dtype.is_floating_point
+                                                          or dtype.is_complex):
+        return values
+    info = torch.finfo(dtype if dtype.is_floating_point else torch.float32)
+    magnitude = {"largest": info.max, "3e38": min(3e38, info.max), "1e19": min(1e19, info.max),
+                 "denormal": info.tiny / 4, "nan": math.nan, "inf": math.inf,
+                 "-inf": -math.inf}
+    spots = torch.rand(values.shape, generator=torch.Generator().manual_seed(values.numel()),
+                       dtype=torch.float64)
+    if special == "mixed":  # both ends of the range in one tensor
+        big = torch.where(spots < 0.25, values.new_tensor(info.max),
+                          torch.where(spots < 0.5, values.new_tensor(info.tiny / 4), values))
+        return torch.where(spots < 0.5, values.sign() * big, values)
+    if special in _NON_FINITE:
+        return torch.where(spots < 0.3, values.new_tensor(magnitude[special]), values)
+    return torch.where(spots < 0.5, values.sign() * magnitude[special], values)
+
+
+FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@st.composite
+def hostile_tensors(draw, ndim=None, dtypes=ALL_DTYPES, max_side: int = 4,
+                    specials=("none", *_EXTREMES, *_NON_FINITE), shape=None):
+    """A tensor of any rank (or ``ndim``, or ``shape``), dtype, layout and content: zero-size
+    dims, non-contiguous and channels-last storage, NaN, ±inf, the dtype's extremes,
+    denormals."""
+    if shape is None:
+        rank = draw(st.integers(0, 5) if ndim is None else st.sampled_from(ndim))
+        shape = draw(st.lists(st.integers(0, max_side), min_size=rank, max_size=rank))
+    rank = len(shape)
+    dtype = draw(st.sampled_from(dtypes))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    values = torch.randn(shape, generator=generator, dtype=torch.float64)
+    values = _fill(values * draw(st.sampled_from((1.0, 1e-3, 50.0))), dtype,
+                   draw(st.sampled_from(specials)))
+    if dtype == torch.bool:
+        tensor = values > 0
+    elif not (dtype.is_floating_point or dtype.is_complex):
+        info = torch.iinfo(dtype)
+        tensor = values.round().clamp(info.min, info.max).to(dtype)
+    else:
+        tensor = values.to(dtype)
+    layout = draw(st.sampled_from(("contiguous", "transposed", "strided", "channels_last")))
+    if layout == "transposed" and rank >= 2:
+        tensor = tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
+    elif layout == "strided" and rank >= 1:
+        tensor = torch.repeat_interleave(tensor, 2, dim=-1)[..., ::2]
+    elif layout == "channels_last" and rank == 4:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
+#: Numbers as callers pass them by mistake: NaN, ±inf, huge, negative, strings, tensors.
+hostile_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**70, 2**70),
+    st.sampled_from(["0.1", None, True, torch.tensor(0.5), torch.tensor([0.1, 0.2]), 1e300]))
+
+
+def all_finite(*tensors: object) -> bool:
+    """Whether every tensor among ``tensors`` is floating-point and finite."""
+    return all(not isinstance(t, torch.Tensor) or (t.is_floating_point()
+                                                   and bool(torch.isfinite(t).all()))
+               for t in tensors)
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    return bool(torch.isfinite(tensor.double()).all())
+
+
+def fitting_or_hostile(shape, dtypes=FLOAT_TYPES):
+    """Mostly a tensor of ``shape`` and one of ``dtypes`` (so that the call gets past the
+    checks), sometimes anything at all."""
+    return st.one_of(hostile_tensors(shape=shape, dtypes=dtypes),
+                     hostile_tensors(shape=shape, dtypes=dtypes), hostile_tensors())
+
+
+def indices(size: int, count: int):
+    """Class indices for ``size`` images among ``count`` classes: in range, out of range
+    (negative, ``count``, past int64), of the wrong length or dtype, or a plain int."""
+    valid = st.lists(st.integers(0, max(count - 1, 0)), min_size=size, max_size=size)
+    return st.one_of(
+        valid.map(lambda v: torch.tensor(v, dtype=torch.long)),
+        valid.map(lambda v: torch.tensor(v, dtype=torch.uint8)),
+        st.lists(st.integers(-3, count + 2), min_size=size, max_size=size).map(torch.tensor),
+        st.integers(-2, count + 1), st.sampled_from([2**70, -2**70, True, 1.0]),
+        hostile_tensors(ndim=(0, 1, 2), dtypes=(*INDEX_TYPES, torch.bool, torch.float32)))
+
+
+dims = st.tuples(*[st.integers(0, 4)] * 5)
+sizes = st.one_of(st.integers(-1, 6), st.tuples(st.integers(0, 5), st.integers(1, 5)),
+                  st.sampled_from([2.5, "8", (1, 2, 3)]))
+
+
+@given(dims=dims, data=st.data(), size=sizes, clamp_negative=st.booleans())
+def test_cam_module_refuses_or_stays_finite(dims, data, size, clamp_negative):
+    """Hostile input to camkit.cam: only ValueError/TypeError escape, and finite input gives
+    finite output."""
+    batch, channels, height, width, count = dims
+    features = data.draw(fitting_or_hostile((batch, channels, height, width)))
+    weight = data.draw(st.one_of(fitting_or_hostile((count, channels)),
+                                 fitting_or_hostile((count, channels, 1, 1))))
+    classes = data.draw(indices(batch, count))
+    try:
+        maps = class_activation_map(features, weight, classes, clamp_negative=clamp_negative)
+    except (ValueError, TypeError):
+        maps = None
+    if maps is not None and all_finite(features, weight):
+        assert is_finite(maps)
+    for candidate in (features, maps):
+        try:
+            upsampled = upsample_map(candidate, size)
+        except (ValueError, TypeError):
+            upsampled = None
+        if upsampled is not None and all_finite(candidate):
+            assert is_finite(upsampled) and upsampled.dtype == candidate.dtype
+        try:
+            normalized = normalize_map(candidate)
+        except (ValueError, TypeError):
+            continue
+        assert is_finite(normalized) and normalized.dtype == candidate.dtype
+        if normalized.numel():
+            assert float(normalized.double().amin()) >= 0
+            assert float(normalized.double().amax()) <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("special", _EXTREMES)
+def test_extreme_finite_inputs_give_finite_maps(dtype, special):
+    gen = torch.Generator().manual_seed(5)
+    features = _fill(torch.randn(3, 6, 4, 5, generator=gen, dtype=torch.float64), dtype,
+                     special).to(dtype)
+    weight = _fill(torch.randn(4, 6, generator=gen, dtype=torch.float64), dtype,
+                   special).to(dtype)
+    assert is_finite(features) and is_finite(weight)
+    for clamp in (False, True):
+        maps = class_activation_map(features, weight, torch.tensor([0, 3, 1]),
+                                    clamp_negative=clamp)
+        assert maps.dtype == dtype and is_finite(maps)
+        for mode in ("bicubic", "bilinear", "nearest"):
+            up = upsample_map(maps, (9, 7), mode=mode)
+            assert up.dtype == dtype and is_finite(up)
+            assert is_finite(normalize_map(up))
+        scoremaps = ClassActivationMap(clamp_negative=clamp, size=12)(features, weight, 2)
+        assert is_finite(scoremaps) and float(scoremaps.double().amax()) <= 1
+
+
+def test_cam_saturates_instead_of_overflowing():
+    features = torch.full((1, 4, 2, 2), 3e38)
+    largest = torch.finfo(torch.float32).max
+    assert bool((class_activation_map(features, torch.ones(1, 4), 0) == largest).all())
+    # +3e38 - 3e38 + ...: partial sums would overflow, the exact result is 0.
+    weight = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+    assert bool((class_activation_map(features, weight, 0) == 0).all())
+    half = class_activation_map(torch.full((1, 3, 2, 2), 60000.0).half(), torch.ones(1, 3), 0)
+    assert bool((half == 65504).all())
+
+
+def test_cam_rescaled_product_equals_the_plain_one():
+    """The overflow-safe product (always taken off the CPU) scales by powers of two: exact."""
+    from camkit.cam import _scaled_cam
+
+    gen = torch.Generator().manual_seed(6)
+    for dtype in (torch.float32, torch.float64):
+        selected = torch.randn(3, 7, generator=gen, dtype=dtype) * 0.05
+        features = torch.rand(3, 7, 4, 5, generator=gen, dtype=dtype)
+        plain = torch.einsum("bc,bchw->bhw", selected, features)
+        torch.testing.assert_close(_scaled_cam(selected, features), plain, rtol=0, atol=0)
+        zero = torch.zeros_like(selected)
+        assert bool((_scaled_cam(zero, features) == 0).all())
+
+
+def test_cam_int_class_out_of_range_is_refused_before_use():
+    features, weight = torch.rand(2, 4, 3, 3), torch.rand(5, 4)
+    for value, shown in ((2**70, 2**70), (-1, -1), (5, 5)):
+        with pytest.raises(ValueError, match=rf"classes must lie in \[0, 4\] \(K=5 classes\), "
+                                             rf"got values in \[{shown}, {shown}\]"):
+            class_activation_map(features, weight, value)
+
+
+def test_normalize_map_range_wider_than_the_dtype():
+    got = normalize_map(torch.tensor([[-3e38, 0.0, 3e38]]))
+    torch.testing.assert_close(got, torch.tensor([[0.0, 0.5, 1.0]]))
+    largest = torch.finfo(torch.float32).max
+    got = normalize_map(torch.tensor([[[-largest, largest, 0.0]], [[1e-45, 0.0, 0.0]]]))
+    torch.testing.assert_close(got, torch.tensor([[[0.0, 1.0, 0.5]], [[1.0, 0.0, 0.0]]]))
+    half = normalize_map(torch.tensor([[-65504.0, 65504.0]]).half())
+    torch.testing.assert_close(half, torch.tensor([[0.0, 1.0]]).half())
+
+
+def test_upsample_saturates_bicubic_overshoot():
+    largest = torch.finfo(torch.float16).max
+    maps = torch.tensor([[largest, -largest] * 3] * 6).half()
+    got = upsample_map(maps, 17)
+    assert is_finite(got) and float(got.abs().amax()) == largest
+    maps32 = torch.tensor([[3e38, -3e38] * 3] * 6)
+    got32 = upsample_map(maps32, 17)
+    assert is_finite(got32)
+    # Above a quarter of the largest float the scaled path runs: powers of two are exact, so
+    # it gives the plain path's values scaled.
+    maps32 = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(7)) * 2.0**127
+    torch.testing.assert_close(upsample_map(maps32, 17),
+                               upsample_map(maps32 * 2.0**-100, 17) * 2.0**100, rtol=0, atol=0)
+
+
+def test_nan_and_inf_propagate_through_cam_and_upsample():
+    features = torch.rand(2, 3, 4, 4)
+    features[0, 1, 2, 2] = math.nan
+    maps = class_activation_map(features, torch.ones(2, 3), 0)
+    assert math.isnan(float(maps[0, 2, 2])) and is_finite(maps[1])
+    up = upsample_map(maps, 8)
+    assert bool(torch.isnan(up[0]).any()) and is_finite(up[1])
+    assert is_finite(normalize_map(up)) and bool((normalize_map(up)[0] == 0).all())

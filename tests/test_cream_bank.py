@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from test_cam import (
+    _EXTREMES,
+    FLOAT_TYPES,
+    _fill,
+    all_finite,
+    fitting_or_hostile,
+    indices,
+    is_finite,
+)
+from torch import nn
 
 from camkit.cream import ContextEmbeddingBank
 
@@ -197,3 +208,109 @@ def test_errors():
         bank.update(features, cam, torch.tensor([0, 2, 1]))
     with pytest.raises(TypeError, match="labels must have dtype"):
         bank.update(features, cam, labels.float())
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals, extreme and hostile input
+# ---------------------------------------------------------------------------------------------
+def test_lookup_refuses_classes_outside_the_bank():
+    bank = ContextEmbeddingBank(3, 2)
+    for classes, low, high in ((torch.tensor([-1]), -1, -1), (torch.tensor([0, 3]), 0, 3),
+                               (torch.tensor([255], dtype=torch.uint8), 255, 255)):
+        with pytest.raises(ValueError, match=rf"classes must lie in \[0, 2\], got values in "
+                                             rf"\[{low}, {high}\]"):
+            bank.lookup(classes)
+    with pytest.raises(TypeError, match="classes must have dtype in"):
+        bank.lookup(torch.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"classes must be \(B,\), got a 0-D"):
+        bank.lookup(torch.tensor(1))
+    with pytest.raises(ValueError, match="classes must be on the same device as the bank"):
+        bank.lookup(torch.tensor([0], device="meta"))
+    fg, bg = bank.lookup(torch.tensor([], dtype=torch.long))
+    assert fg.shape == bg.shape == (0, 2)
+
+
+@pytest.mark.parametrize(("key", "value", "error", "match"), [
+    ("fg", torch.full((3, 2), math.nan), ValueError,
+     "fg must hold finite embeddings, got NaN or infinite values"),
+    ("bg", torch.tensor([[0.0, math.inf]] * 3), ValueError, "bg must hold finite embeddings"),
+    ("seen", torch.tensor([0, -4, 1]), ValueError, "seen must hold counts >= 0, got -4"),
+    ("seen_bg", torch.tensor([0.5, 1.0, 2.0]), TypeError,
+     "seen_bg must hold integer counts, got dtype torch.float32"),
+    ("fg", torch.ones(3, 2, dtype=torch.long), TypeError,
+     "fg must hold floating-point embeddings, got dtype torch.int64"),
+])
+def test_load_state_dict_refuses_poisoned_state(key, value, error, match):
+    bank = ContextEmbeddingBank(3, 2)
+    before = {name: tensor.clone() for name, tensor in bank.state_dict().items()}
+    state = dict(before, **{key: value})
+    with pytest.raises(error, match=match):
+        bank.load_state_dict(state)
+    for name, tensor in bank.state_dict().items():  # nothing was copied
+        assert torch.equal(tensor, before[name])
+    holder = nn.ModuleDict({"bank": ContextEmbeddingBank(3, 2)})  # the key names the entry
+    with pytest.raises(error, match=f"bank.{match}"):
+        holder.load_state_dict({f"bank.{name}": t for name, t in state.items()})
+
+
+@pytest.mark.parametrize("dtype", FLOAT_TYPES)
+@pytest.mark.parametrize("special", _EXTREMES)
+@pytest.mark.parametrize("repeats", ["sequential", "mean"])
+def test_extreme_finite_features_keep_the_bank_finite(dtype, special, repeats):
+    gen = torch.Generator().manual_seed(8)
+    features = _fill(torch.randn(6, 4, 3, 3, generator=gen, dtype=torch.float64), dtype,
+                     special).to(dtype)
+    cam = _fill(torch.randn(6, 3, 3, generator=gen, dtype=torch.float64), dtype,
+                special).to(dtype)
+    for momentum in (0.0, 0.8, 1.0):
+        bank = ContextEmbeddingBank(3, 4, momentum=momentum, repeats=repeats)
+        bank.update(features, cam, torch.tensor([0, 0, 1, 0, 2, 2]))
+        assert is_finite(bank.fg) and is_finite(bank.bg)
+        fg, bg = bank.lookup(torch.tensor([2, 0]))
+        assert is_finite(fg) and is_finite(bg)
+    half = ContextEmbeddingBank(3, 4, repeats=repeats).half()
+    half.update(features, cam, torch.tensor([0, 0, 1, 0, 2, 2]))
+    assert half.fg.dtype == torch.float16 and is_finite(half.fg) and is_finite(half.bg)
+
+
+def test_means_beyond_the_bank_dtype_saturate():
+    bank = ContextEmbeddingBank(2, 3, momentum=0.0, init="zeros")
+    features = torch.full((2, 3, 2, 2), 1e300, dtype=torch.float64)
+    bank.update(features, torch.rand(2, 2, 2, dtype=torch.float64), torch.tensor([0, 1]))
+    largest = torch.finfo(torch.float32).max
+    assert bool((bank.fg == largest).all()) and bool((bank.bg == largest).all())
+
+
+def test_nan_features_never_enter_the_bank():
+    bank = ContextEmbeddingBank(2, 3)
+    before = bank.fg.clone()
+    features = torch.rand(2, 3, 2, 2)
+    features[0] = math.nan
+    bank.update(features, torch.rand(2, 2, 2), torch.tensor([0, 1]))
+    assert torch.equal(bank.fg[0], before[0]) and is_finite(bank.fg) and is_finite(bank.bg)
+    assert bank.seen.tolist() == [0, 1]
+
+
+@given(dims=st.tuples(st.integers(0, 3), st.sampled_from([1, 3]), st.integers(0, 3),
+                      st.integers(0, 3)),
+       data=st.data(), repeats=st.sampled_from(["sequential", "mean"]),
+       momentum=st.sampled_from([0.0, 0.5, 1.0]))
+def test_bank_refuses_or_stays_finite(dims, data, repeats, momentum):
+    """Hostile input to camkit.cream's bank: only ValueError/TypeError escape, and finite
+    features keep the embeddings finite."""
+    batch, channels, height, width = dims
+    bank = ContextEmbeddingBank(4, 3, momentum=momentum, repeats=repeats)
+    features = data.draw(fitting_or_hostile((batch, channels, height, width)))
+    cam = data.draw(fitting_or_hostile((batch, height, width)))
+    labels = data.draw(indices(batch, 4))
+    try:
+        bank.update(features, cam, labels)
+    except (ValueError, TypeError):
+        pass
+    assert is_finite(bank.fg) and is_finite(bank.bg)  # NaN features are never taken in
+    assert int(bank.seen.min()) >= 0 and int(bank.seen_bg.min()) >= 0
+    try:
+        fg, bg = bank.lookup(labels)
+    except (ValueError, TypeError):
+        return
+    assert fg.shape == bg.shape == (labels.shape[0], 3) and all_finite(fg, bg)

@@ -9,9 +9,19 @@ import torch
 from conftest import assert_close
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from test_cam import (
+    _EXTREMES,
+    FLOAT_TYPES,
+    _fill,
+    all_finite,
+    fitting_or_hostile,
+    hostile_numbers,
+    is_finite,
+)
 
 import camkit
 from camkit.cream import CreamDetails, EMReActivation, calibrate, cream_map
+from camkit.cream.em import _prepare_pixels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +323,129 @@ def test_errors():
         EMReActivation(use_compile="auto")
     with pytest.raises(ValueError, match="non-empty spatial"):
         cream_map(torch.rand(2, 4, 0, 3), fg, bg)
+
+
+def test_calibrate_errors():
+    z = torch.rand(2, 5)
+    with pytest.raises(ValueError, match=r"cam_normalized must have the shape of z_fg \(2, 5\), "
+                                         r"got \(2, 4\)"):
+        calibrate(z, 1 - z, torch.rand(2, 4), 0.2)
+    with pytest.raises(ValueError, match=r"z_bg must be \(B, N\), got a 1-D"):
+        calibrate(z, torch.rand(5), z, 0.2)
+    with pytest.raises(TypeError, match="z_fg must have dtype in"):
+        calibrate(z.long(), z, z, 0.2)
+    with pytest.raises(ValueError, match=r"delta must be in \[0.0, 1.0\], got 1.5"):
+        calibrate(z, 1 - z, z, 1.5)
+    with pytest.raises(ValueError, match="z_bg must be on the same device as z_fg"):
+        calibrate(z, z.to("meta"), z, 0.2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extreme and hostile input
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FLOAT_TYPES)
+@pytest.mark.parametrize("special", _EXTREMES)
+def test_extreme_finite_inputs_give_finite_maps(dtype, special):
+    gen = torch.Generator().manual_seed(9)
+    features, fg, bg, cam = (_fill(torch.randn(shape, generator=gen, dtype=torch.float64), dtype,
+                                   special).to(dtype)
+                             for shape in ((3, 5, 4, 4), (3, 5), (5,), (3, 4, 4)))
+    for options in ({}, {"centroid_features": "normalized", "refresh_responsibilities": True},
+                    {"scale": 1e300, "iterations": 3}):
+        details = cream_map(features, fg, bg, cam=cam, return_details=True, **options)
+        for tensor in details:
+            assert tensor.dtype == dtype and is_finite(tensor)
+        assert is_finite(EMReActivation(**options)(features, fg, bg, cam))
+
+
+@pytest.mark.parametrize("factor", [2.0**70, 2.0**-80, 1e19])
+def test_rescaled_pixels_give_the_plain_result(factor):
+    """Features whose squared norms leave float32's range take the scaled path: cosines, the
+    responsibilities and the map do not change; centroids scale with the features."""
+    features, fg, bg, cam = _random_inputs(21, 3, 6, 4, 5, dtype=torch.float32)
+    assert _prepare_pixels(features.flatten(2))[2] is None  # the plain path
+    assert _prepare_pixels((features * factor).flatten(2))[2] is not None
+    for centroid_features in ("raw", "normalized"):
+        plain = cream_map(features, fg, bg, cam=cam, return_details=True,
+                          centroid_features=centroid_features)
+        scaled = cream_map(features * factor, fg * factor, bg, cam=cam * factor,
+                           return_details=True, centroid_features=centroid_features)
+        torch.testing.assert_close(scaled.map, plain.map, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(scaled.responsibilities, plain.responsibilities, rtol=1e-5,
+                                   atol=1e-5)
+        torch.testing.assert_close(scaled.mixing, plain.mixing, rtol=1e-5, atol=1e-5)
+        if centroid_features == "raw":
+            occupied = plain.mixing > 0
+            torch.testing.assert_close((scaled.centroids / factor)[occupied],
+                                       plain.centroids[occupied], rtol=1e-4, atol=1e-6)
+
+
+def test_a_tiny_pixel_is_not_a_zero_pixel():
+    """Cosines ignore a pixel's length: one scaled to 1e-30 (whose square underflows) gets the
+    responsibilities of its direction, a zero pixel those of the mixing prior."""
+    features, fg, bg, _ = _random_inputs(22, 2, 4, 3, 3, dtype=torch.float32,
+                                         zero_pixels=False)
+    expected = cream_map(features, fg, bg, iterations=1)
+    tiny = features.clone()
+    tiny[0, :, 1, 1] *= 1e-30
+    torch.testing.assert_close(cream_map(tiny, fg, bg, iterations=1), expected)
+    zero = features.clone()
+    zero[0, :, 1, 1] = 0.0
+    assert float(cream_map(zero, fg, bg, iterations=1, mixing_init=0.3)[0, 1, 1]) == (
+        pytest.approx(0.3))
+
+
+def test_scale_past_the_dtype_acts_as_its_largest_value():
+    features, fg, bg, cam = _random_inputs(23, 2, 5, 3, 3, dtype=torch.float32)
+    largest = torch.finfo(torch.float32).max
+    huge = cream_map(features, fg, bg, cam=cam, scale=1e300, iterations=4, return_details=True)
+    torch.testing.assert_close(huge.map, cream_map(features, fg, bg, cam=cam, scale=largest,
+                                                   iterations=4))
+    for tensor in huge:
+        assert is_finite(tensor)
+
+
+def test_nan_features_propagate_to_their_image_only():
+    features, fg, bg, cam = _random_inputs(24, 2, 5, 3, 3, dtype=torch.float32)
+    features[0, 2, 1, 1] = math.nan
+    got = cream_map(features, fg, bg, cam=cam)
+    assert bool(torch.isnan(got[0]).any())
+    torch.testing.assert_close(got[1], cream_map(features[1:], fg[1:], bg[1:], cam=cam[1:])[0])
+
+
+@given(dims=st.tuples(*[st.integers(0, 3)] * 4), data=st.data(),
+       options=st.fixed_dictionaries({}, optional={
+           "scale": hostile_numbers, "iterations": st.sampled_from([-1, 0, 1, 3, 2.0, "2"]),
+           "delta": hostile_numbers, "mixing_init": hostile_numbers,
+           "centroid_features": st.sampled_from(["raw", "normalized", "unit", None]),
+           "refresh_responsibilities": st.booleans(), "add_cam": st.booleans()}),
+       with_cam=st.booleans(), details=st.booleans())
+def test_cream_module_refuses_or_stays_finite(dims, data, options, with_cam, details):
+    """Hostile input to camkit.cream's EM: only ValueError/TypeError escape, and finite input
+    gives finite output."""
+    batch, channels, height, width = dims
+    features = data.draw(fitting_or_hostile((batch, channels, height, width)))
+    fg = data.draw(st.one_of(fitting_or_hostile((batch, channels)),
+                             fitting_or_hostile((channels,))))
+    bg = data.draw(fitting_or_hostile((channels,)))
+    cam = data.draw(fitting_or_hostile((batch, height, width))) if with_cam else None
+    try:
+        out = cream_map(features, fg, bg, cam=cam, return_details=details, **options)
+    except (ValueError, TypeError):
+        out = None
+    if out is not None and all_finite(features, fg, bg, cam):
+        for tensor in (out if details else (out,)):
+            assert is_finite(tensor)
+    try:
+        module = EMReActivation(**options)
+    except (ValueError, TypeError):
+        return
+    try:
+        out = module(features, fg, bg, cam)
+    except (ValueError, TypeError):
+        return
+    if all_finite(features, fg, bg, cam):
+        assert is_finite(out)
 
 
 # ---------------------------------------------------------------------------------------------

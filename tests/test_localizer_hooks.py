@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import weakref
 from collections import OrderedDict
 
@@ -70,6 +71,91 @@ def test_detach_removes_every_hook_and_restores_pooling():
     loc.detach()  # idempotent
     with pytest.raises(RuntimeError, match="detached"):
         loc.localize(torch.randn(1, 3, 8, 8))
+
+
+def _layout(model: nn.Module) -> tuple[list[str], list[tuple[str, type]]]:
+    """State-dict keys and module types: what a detach must restore exactly."""
+    return list(model.state_dict()), [(n, type(m)) for n, m in model.named_modules()]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_stacked_tap_handles_restore_the_model_in_any_detach_order(order):
+    model = _cnn()
+    pool, layout = model[5], _layout(model)
+    x = torch.randn(1, 3, 8, 8)
+    handles = [camkit.attach(model, method="rcam", tap=0.1, example_input=x),
+               camkit.attach(model, method="cam", example_input=x),
+               camkit.attach(model, method="cream", tap=0.2, example_input=x)]
+    assert isinstance(model[5], ThresholdedAvgPool) and model[5].theta == 0.2
+    attached = set(range(3))
+    for index in order:
+        handles[index].detach()
+        attached.discard(index)
+        # The pooling of the latest tap handle still attached is in effect.
+        taps = [i for i in (2, 0) if i in attached]
+        if taps:
+            assert isinstance(model[5], ThresholdedAvgPool)
+            assert model[5].theta == (0.2 if taps[0] == 2 else 0.1)
+        assert _hook_count(model) == len(attached)
+    assert model[5] is pool and _hook_count(model) == 0 and _layout(model) == layout
+    for handle in handles:
+        handle.detach()  # a second detach does nothing
+    assert model[5] is pool and _layout(model) == layout
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_two_tap_handles_detached_in_either_order(first):
+    """The issue's case: attach(tap=0.1), attach(tap=0.2), detach in attach order."""
+    model = _cnn()
+    pool, layout = model[5], _layout(model)
+    x = torch.randn(1, 3, 8, 8)
+    handles = [camkit.attach(model, tap=0.1, example_input=x),
+               camkit.attach(model, tap=0.2, example_input=x)]
+    handles[first].detach()
+    assert model[5].theta == (0.2 if first == 0 else 0.1)
+    handles[1 - first].detach()
+    assert model[5] is pool and _hook_count(model) == 0 and _layout(model) == layout
+    assert not any(isinstance(m, ThresholdedAvgPool) for m in model.modules())
+
+
+def test_a_module_the_user_put_in_place_is_left_alone():
+    model = _cnn()
+    x = torch.randn(1, 3, 8, 8)
+    first = camkit.attach(model, tap=0.1, example_input=x)
+    mine = nn.AdaptiveAvgPool2d(1)
+    model[5] = mine
+    second = camkit.attach(model, tap=0.3, example_input=x)
+    first.detach()  # its module is gone: nothing to undo
+    assert model[5].theta == 0.3
+    second.detach()
+    assert model[5] is mine
+    third = camkit.attach(model, tap=0.2, example_input=x)
+    replacement = nn.AdaptiveAvgPool2d(1)
+    model[5] = replacement
+    third.detach()
+    assert model[5] is replacement and _hook_count(model) == 0
+
+
+def test_garbage_collected_stacked_handles_restore_the_model():
+    model = _cnn()
+    pool = model[5]
+    x = torch.randn(1, 3, 8, 8)
+    first = camkit.attach(model, tap=0.1, example_input=x)
+    second = camkit.attach(model, tap=0.2, example_input=x)
+    del first
+    gc.collect()
+    assert model[5].theta == 0.2
+    del second
+    gc.collect()
+    assert model[5] is pool and _hook_count(model) == 0
+
+
+def test_labels_out_of_range_are_refused_before_use():
+    with camkit.attach(_cnn(), method="cam", example_input=torch.randn(1, 3, 8, 8)) as loc:
+        for labels, shown in ((2**70, 2**70), (-1, -1), (torch.tensor([0, 3]), "0, 3")):
+            with pytest.raises(ValueError, match=rf"labels must lie in \[0, 2\], got values in "
+                                                 rf"\[{shown}"):
+                loc.localize(torch.randn(2, 3, 8, 8), labels)
 
 
 def test_context_exit_on_exception_removes_hooks():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import assert_close, gradcheck
 from hypothesis import given
 from hypothesis import strategies as st
+from test_cam import FLOAT_TYPES, all_finite, fitting_or_hostile, hostile_numbers, is_finite
 from torch import nn
 
 from camkit import ThresholdedAvgPool, thresholded_avg_pool
@@ -118,3 +121,66 @@ def test_errors():
         thresholded_avg_pool(torch.rand(2, 2), 0.1)
     with pytest.raises(ValueError, match="x must have non-empty spatial dims"):
         thresholded_avg_pool(torch.rand(1, 1, 0, 2), 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Degenerate and hostile input
+# ---------------------------------------------------------------------------------------------
+def test_minus_inf_below_the_threshold_is_dropped():
+    x = torch.ones(1, 2, 2, 2)
+    x[0, 0, 0, 0] = -math.inf
+    x.requires_grad_(True)
+    out = thresholded_avg_pool(x, 0.1)
+    torch.testing.assert_close(out.detach(), torch.ones(1, 2, 1, 1))
+    out.sum().backward()
+    expected = torch.tensor([[[[0.0, 1 / 3], [1 / 3, 1 / 3]], [[0.25, 0.25], [0.25, 0.25]]]])
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_redo_without_the_mask_product_matches_the_reference():
+    """A non-finite pooled value sends the whole batch through torch.where: same values."""
+    x = torch.relu(torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(3),
+                               dtype=torch.float64))
+    x[1, 2, 0, 0] = -math.inf
+    got = thresholded_avg_pool(x, 0.3)
+    finite = x.clone()
+    finite[1, 2, 0, 0] = 0.0
+    torch.testing.assert_close(got, reference_tap(finite, 0.3))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_inf_channels_pass_their_value_on(value):
+    x = torch.rand(1, 2, 3, 3)
+    x[0, 0, 1, 1] = value
+    out = thresholded_avg_pool(x, 0.1)
+    assert out[0, 0, 0, 0].item() == value or (math.isnan(value) and out[0, 0].isnan().all())
+    assert is_finite(out[0, 1])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_TYPES)
+@pytest.mark.parametrize("theta", [0.0, 0.5])
+def test_extreme_finite_features_give_finite_means(dtype, theta):
+    largest = torch.finfo(dtype).max
+    for value in (largest, -largest, min(3e38, largest), torch.finfo(dtype).tiny / 4):
+        x = torch.full((2, 3, 5, 5), value, dtype=dtype)
+        x[0, 1] = -x[0, 1]
+        out = thresholded_avg_pool(x, theta)
+        assert out.dtype == dtype and is_finite(out)
+        if value > 0:
+            assert float(out[0, 0].double()) == pytest.approx(float(value), rel=1e-2)
+
+
+@given(dims=st.tuples(*[st.integers(0, 4)] * 4), data=st.data(), theta=hostile_numbers)
+def test_pooling_module_refuses_or_stays_finite(dims, data, theta):
+    """Hostile input to camkit.pooling: only ValueError/TypeError escape, and finite input
+    gives finite output."""
+    x = data.draw(fitting_or_hostile(dims))
+    for call in (lambda: thresholded_avg_pool(x, theta), lambda: ThresholdedAvgPool(theta)(x),
+                 lambda: thresholded_avg_pool(x, 0.1)):
+        try:
+            out = call()
+        except (ValueError, TypeError):
+            continue
+        assert out.shape == (*x.shape[:2], 1, 1) and out.dtype == x.dtype
+        if all_finite(x):
+            assert is_finite(out)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from test_cam import FLOAT_TYPES, all_finite, fitting_or_hostile, hostile_numbers, is_finite
 
 from camkit import PercentileThreshold, percentile_threshold
 
@@ -67,3 +68,45 @@ def test_errors():
         percentile_threshold(torch.rand(4))
     with pytest.raises(TypeError, match="q must be a real number"):
         percentile_threshold(maps, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Degenerate and hostile input
+# ---------------------------------------------------------------------------------------------
+def test_interpolation_between_values_of_opposite_extreme_sign():
+    maps = torch.tensor([[-3e38, 3e38]])
+    assert float(percentile_threshold(maps, 50, 1.0)) == 0.0
+    torch.testing.assert_close(percentile_threshold(maps, 90, 1.0), torch.tensor(2.4e38))
+    expected = np.percentile(np.array([-3e38, 3e38, 1.0]), 75)
+    got = percentile_threshold(torch.tensor([[-3e38, 3e38, 1.0]], dtype=torch.float64), 75, 1.0)
+    assert float(got) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_TYPES)
+def test_threshold_beyond_the_dtype_saturates(dtype):
+    largest = torch.finfo(dtype).max
+    maps = torch.full((2, 3, 3), largest, dtype=dtype)
+    maps[1] = 0.0
+    for theta in (2.0, 1e300):
+        got = percentile_threshold(maps, 90, theta)
+        assert got.dtype == dtype and is_finite(got)
+        assert float(got[0]) == largest and float(got[1]) == 0.0  # 1e300 * 0 is 0, not NaN
+    tiny = torch.full((1, 2, 2), torch.finfo(dtype).tiny / 4, dtype=dtype)
+    assert is_finite(percentile_threshold(tiny, 50, 1e300))
+
+
+@given(dims=st.tuples(*[st.integers(0, 4)] * 3), data=st.data(), q=hostile_numbers,
+       theta=hostile_numbers)
+def test_threshold_module_refuses_or_stays_finite(dims, data, q, theta):
+    """Hostile input to camkit.threshold: only ValueError/TypeError escape (NaN or infinite
+    maps are refused), and finite input gives finite output."""
+    maps = data.draw(st.one_of(fitting_or_hostile(dims), fitting_or_hostile(dims[1:])))
+    for call in (lambda: percentile_threshold(maps, q, theta),
+                 lambda: PercentileThreshold(q, theta)(maps),
+                 lambda: percentile_threshold(maps)):
+        try:
+            out = call()
+        except (ValueError, TypeError):
+            continue
+        assert out.shape == maps.shape[:-2] and out.dtype == maps.dtype
+        assert all_finite(maps) and is_finite(out)
