@@ -1,4 +1,4 @@
-"""Find the feature map and the classifier of a CNN classifier from one traced forward pass.
+"""Find the feature map and the classifier of a classifier from one traced forward pass.
 
 One forward on an example input runs with temporary forward hooks on every submodule (removed
 in ``finally``); the order in which modules finish and the shapes they produce identify:
@@ -10,12 +10,23 @@ in ``finally``); the order in which modules finish and the shapes they produce i
   or ConvNeXt's ``LayerNorm2d``), applied to every pixel's feature vector when forming CAMs;
 * the **pooling** module that collapses the feature map, when the model has one.
 
+Token models (vision transformers whose head averages the patch tokens) have no 4-D feature
+map: when a ``(B, N, C)`` token tensor is produced after the last 4-D output and before the
+classifier, the last such tensor is the feature layer (the tokens after the final norm). Its
+prefix tokens (class, distillation, register) are dropped and the patch tokens reshaped to
+``(B, C, h, w)`` on the patch grid, read from the patch embedding's 4-D output (``h * w``
+equals the number of patch tokens) at every forward, so non-square and resized inputs work. A
+norm applied after the pooling (timm's ``fc_norm``) is part of the head, applied to every
+token as ConvNeXt's post-pool ``LayerNorm2d`` is applied to every pixel.
+
 The pick is then checked numerically: the classifier applied to the pooled features (through
-the head) must reproduce the model's logits.
+the head) must reproduce the model's logits. A token model whose logits come from one token
+(a class token) is refused: no map of patch features averages to its logits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -160,6 +171,30 @@ def _trace(model: nn.Module, example: Tensor) -> tuple[list[_Event], object]:
     return events, output
 
 
+def _is_token_output(t: Tensor | None) -> bool:
+    return t is not None and t.dim() == 3 and t.shape[1] > 1
+
+
+def tokens_to_map(tokens: Tensor, prefix: int, grid: tuple[int, int] | None) -> Tensor:
+    """Patch tokens ``(B, N, C)`` to a feature map ``(B, C, h, w)``, dropping ``prefix`` tokens.
+
+    ``grid`` is ``(h, w)`` with ``h * w == N - prefix``; ``None``: a square grid.
+    """
+    patches = tokens[:, prefix:]
+    count = patches.shape[1]
+    if grid is None:
+        side = math.isqrt(count)
+        if side * side != count:
+            raise ValueError(f"cannot infer the patch grid of {count} patch tokens (not a "
+                             "square number and no patch-embedding layer found); pass "
+                             "reshape_transform= to attach()")
+        grid = (side, side)
+    if grid[0] * grid[1] != count:
+        raise ValueError(f"the patch grid {grid[0]}x{grid[1]} does not match the {count} patch "
+                         "tokens; pass reshape_transform= to attach()")
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
 def _is_classifier_type(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
@@ -193,6 +228,12 @@ class Discovery:
     head: list[tuple[nn.Module, tuple[int, ...]]] = field(default_factory=list)
     pool_name: str | None = None
     pooling: str | None = None
+    #: Token models: prefix tokens dropped from the feature layer's ``(B, N, C)`` output.
+    token_prefix: int | None = None
+    #: Token models: the layer whose 4-D output gives the patch grid ``(h, w)`` (its last two
+    #: dimensions) at every forward; ``None``: a square grid.
+    grid_name: str | None = None
+    grid_layer: nn.Module | None = None
 
 
 def _example_input(model: nn.Module) -> Tensor:
@@ -234,7 +275,12 @@ def _pick_classifier(events: list[_Event], logits: Tensor, explicit: nn.Module |
 
 
 def _pick_features(events: list[_Event], stop: int, explicit: nn.Module | str | None,
-                   root: nn.Module) -> int:
+                   root: nn.Module, any_tensor: bool = False) -> int:
+    """Index of the feature layer's event: explicit, else the last 4-D spatial output.
+
+    An explicit layer must output a 4-D feature map or ``(B, N, C)`` tokens (any tensor when
+    ``any_tensor``: a ``reshape_transform`` maps it).
+    """
     if explicit is not None:
         name, module = resolve_module(root, explicit, "feature_layer")
         found = [i for i in range(stop) if events[i].module is module]
@@ -242,9 +288,10 @@ def _pick_features(events: list[_Event], stop: int, explicit: nn.Module | str | 
             raise ValueError(f"feature_layer={name!r} is not called before the classifier in "
                              "the model's forward")
         output = events[found[-1]].output
-        if output is None or output.dim() != 4:
-            raise ValueError(f"feature_layer={name!r} must output a 4-D (B, C, h, w) tensor, got "
-                             f"{_shape(output)}")
+        if output is None or not (any_tensor or output.dim() == 4 or _is_token_output(output)):
+            raise ValueError(f"feature_layer={name!r} must output a 4-D (B, C, h, w) feature "
+                             f"map or (B, N, C) tokens, got {_shape(output)}; pass "
+                             "reshape_transform= to map another layout to (B, C, h, w)")
         return found[-1]
     spatial = [i for i, e in enumerate(events[:stop]) if e.output is not None
                and e.output.dim() == 4 and e.output.shape[2:].numel() > 1]
@@ -255,14 +302,79 @@ def _pick_features(events: list[_Event], stop: int, explicit: nn.Module | str | 
     return spatial[-1]
 
 
+def _pick_tokens(events: list[_Event], stop: int) -> int | None:
+    """The last ``(B, N, C)`` token output before ``stop`` and after every 4-D spatial output."""
+    last_spatial = max((i for i, e in enumerate(events[:stop]) if e.output is not None
+                        and e.output.dim() == 4 and e.output.shape[2:].numel() > 1), default=-1)
+    tokens = [i for i in range(last_spatial + 1, stop) if _is_token_output(events[i].output)]
+    return tokens[-1] if tokens else None
+
+
+def _grid_candidates(events: list[_Event], t_index: int) -> list[tuple[int, int | None]]:
+    """``(prefix, grid event index)`` pairs for the tokens of ``events[t_index]``.
+
+    The grid comes from the last 4-D output before the tokens whose ``h * w`` leaves at most
+    ``N - 1`` prefix tokens (the patch embedding); without one, square grids are tried.
+    """
+    tokens = events[t_index].output
+    assert tokens is not None  # a token event
+    count = tokens.shape[1]
+    for i in range(t_index - 1, -1, -1):
+        out = events[i].output
+        if out is not None and out.dim() == 4 and 1 < out.shape[2] * out.shape[3] <= count:
+            return [(count - out.shape[2] * out.shape[3], i)]
+    return [(p, None) for p in range(min(count - 1, 33))
+            if math.isqrt(count - p) ** 2 == count - p and count - p > 1]
+
+
+def _refuse_head_module(event: _Event, features: Tensor, channels: int, feature_name: str,
+                        classifier_name: str) -> None:
+    """Raise the error for a head module that does not act on one pooled vector."""
+    assert event.input is not None
+    spatial = features.shape[2:].numel()
+    pools_map = event.input.dim() == 4 and event.input.shape[1:] == features.shape[1:]
+    out = event.output
+    pooled = out is not None and (out.dim() == 2 or (out.dim() == 4 and out.shape[2:].numel() == 1))
+    if pools_map and pooled and out is not None and out[0].numel() in (channels, 2 * channels):
+        raise ValueError(
+            f"module {event.name!r} ({type(event.module).__name__}) pools the feature map "
+            f"{feature_name!r} ({_shape(features)}) in a way CAM cannot express (e.g. timm "
+            "global_pool='avgmax', 'catavgmax' or a generalized-mean pooling); CAM needs the "
+            "feature map globally average-pooled (max and thresholded average pooling work "
+            f"too) and then fed to the linear classifier {classifier_name!r}: use an "
+            "average-pooled head (timm: global_pool='avg') and fine-tune the classifier")
+    if event.input.dim() == 2 and event.input.shape[1] == channels * spatial > channels:
+        raise ValueError(
+            f"module {event.name!r} ({type(event.module).__name__}, input "
+            f"{_shape(event.input)}) takes the whole flattened feature map {feature_name!r} "
+            f"({channels} channels x {spatial} positions): a fully connected head on a "
+            "flattened map, as in torchvision's VGG, has no class activation map, and no "
+            "feature_layer= or classifier= can change that. CAM needs a feature map that is "
+            "globally average-pooled and then fed to a linear classifier: replace the head by "
+            f"nn.AdaptiveAvgPool2d(1) + nn.Flatten() + nn.Linear({channels}, num_classes) "
+            "and fine-tune it (the VGG-GAP model of the WSOL literature)")
+    raise ValueError(
+        f"module {event.name!r} (input {_shape(event.input)}) between the feature map "
+        f"{feature_name!r} ({channels} channels) and the classifier {classifier_name!r} does "
+        "not act on one pooled vector; CAM needs the feature map globally pooled and then fed "
+        f"to a linear classifier (through modules acting on the pooled vector only); {_HOW_TO}")
+
+
 def _build_head(
     events: list[_Event], first: int, stop: int, channels: int, classifier_name: str,
-    feature_name: str,
+    feature_name: str, features: Tensor | None = None,
 ) -> tuple[list[tuple[nn.Module, tuple[int, ...]]], int]:
-    """Per-vector modules between feature map and classifier, with their per-sample inputs."""
+    """Per-vector modules between feature map and classifier, with their per-sample inputs.
+
+    ``features``: the ``(B, C, h, w)`` feature map (default: the output of ``events[first]``);
+    for token models, modules fed with ``(B, N, C)`` tokens (a pooling module) are skipped.
+    """
     head: list[tuple[nn.Module, tuple[int, ...]]] = []
     width = channels
-    features = events[first].output
+    raw = events[first].output
+    features = raw if features is None else features
+    assert features is not None
+    tokens = raw if raw is not None and raw.dim() == 3 else None
     for event in events[first + 1:stop]:
         if not event.leaf or isinstance(event.module, _PASS_THROUGH):
             continue
@@ -271,17 +383,14 @@ def _build_head(
                        and not _shares_memory(event.input, features))
         if side_branch:  # a feature map other than ours: not on the path to the classifier
             continue
+        if tokens is not None and event.input is not None and _is_token_output(event.input):
+            continue  # acts on the tokens before the pooling (checked numerically)
         if event.input is None or event.output is None:
             raise ValueError(f"module {event.name!r} between {feature_name!r} and "
                              f"{classifier_name!r} does not map a tensor to a tensor; {_HOW_TO}")
         per_sample = tuple(event.input.shape[1:])
         if event.input[0].numel() != width or any(s != 1 for s in per_sample[1:]):
-            raise ValueError(
-                f"module {event.name!r} (input {_shape(event.input)}) between the feature map "
-                f"{feature_name!r} ({channels} channels) and the classifier "
-                f"{classifier_name!r} does not act on one pooled vector; CAM needs a global "
-                f"pooling right after the feature map (a model without one, such as VGG's "
-                f"flattening head, is unsupported); {_HOW_TO}")
+            _refuse_head_module(event, features, channels, feature_name, classifier_name)
         head.append((event.module, per_sample))
         width = event.output[0].numel()
     return head, width
@@ -317,9 +426,23 @@ def _pool_reproduces(features: Tensor, logits: Tensor, found: Discovery,
     return None
 
 
+def _transformed(reshape_transform: Callable[[Tensor], Tensor], output: Tensor | None,
+                 name: str) -> Tensor:
+    if output is None:
+        raise ValueError(f"feature_layer={name!r} does not output a tensor for "
+                         "reshape_transform=")
+    result = reshape_transform(output)
+    if not isinstance(result, Tensor) or result.dim() != 4:
+        got = _shape(result) if isinstance(result, Tensor) else type(result).__name__
+        raise ValueError(f"reshape_transform must map the output of {name!r} "
+                         f"({_shape(output)}) to a (B, C, h, w) tensor, got {got}")
+    return result
+
+
 def discover(model: nn.Module, *, feature_layer: nn.Module | str | None = None,
              classifier: nn.Module | str | None = None, num_classes: int | None = None,
-             logits: LogitsSelector = None, example_input: Tensor | None = None) -> Discovery:
+             logits: LogitsSelector = None, example_input: Tensor | None = None,
+             reshape_transform: Callable[[Tensor], Tensor] | None = None) -> Discovery:
     """Locate feature layer, classifier, head and pooling of ``model`` (already unwrapped)."""
     example = _example_input(model) if example_input is None else example_input
     events, output = _trace(model, example)
@@ -328,26 +451,54 @@ def discover(model: nn.Module, *, feature_layer: nn.Module | str | None = None,
         raise ValueError(f"num_classes={num_classes} but the model produces "
                          f"{logit_tensor.shape[1]} logits")
     c_index = _pick_classifier(events, logit_tensor, classifier, model)
-    f_index = _pick_features(events, c_index, feature_layer, model)
+    if feature_layer is not None:
+        f_index = _pick_features(events, c_index, feature_layer, model,
+                                 any_tensor=reshape_transform is not None)
+    else:
+        t_index = _pick_tokens(events, c_index)
+        f_index = (t_index if t_index is not None
+                   else _pick_features(events, c_index, None, model))
+    explicit = feature_layer is not None and classifier is not None
+    raw = events[f_index].output
+    if reshape_transform is not None:
+        features = _transformed(reshape_transform, raw, events[f_index].name)
+        return _discover_map(events, f_index, c_index, features, logit_tensor, explicit)
+    assert raw is not None  # checked by _pick_features / _pick_tokens
+    if raw.dim() == 3:
+        return _discover_tokens(events, f_index, c_index, raw, logit_tensor, explicit)
+    return _discover_map(events, f_index, c_index, raw, logit_tensor, explicit)
+
+
+def _found(events: list[_Event], f_index: int, c_index: int, features: Tensor, width: int,
+           head: list[tuple[nn.Module, tuple[int, ...]]], num_classes: int) -> Discovery:
     c_event, f_event = events[c_index], events[f_index]
-    assert f_event.output is not None  # checked by _pick_features
     classifier_module = c_event.module
     assert isinstance(classifier_module, (nn.Linear, nn.Conv2d))  # checked by _pick_classifier
-    channels = f_event.output.shape[1]
-    head, width = _build_head(events, f_index, c_index, channels, c_event.name, f_event.name)
+    channels = features.shape[1]
     found = Discovery(f_event.name, f_event.module, c_event.name, classifier_module, channels,
-                      _in_features(classifier_module), logit_tensor.shape[1], head)
+                      _in_features(classifier_module), num_classes, head)
     if found.embed_channels != width:
         through = f" ({width} after the head)" if head else ""
         raise ValueError(f"the classifier {c_event.name!r} takes {found.embed_channels} inputs "
                          f"but the feature map {f_event.name!r} has {channels} channels"
                          f"{through}: is there a global pooling between them? {_HOW_TO}")
+    return found
+
+
+def _discover_map(events: list[_Event], f_index: int, c_index: int, features: Tensor,
+                  logit_tensor: Tensor, explicit: bool) -> Discovery:
+    """CNN path: ``features (B, C, h, w)`` is the feature layer's (mapped) output."""
+    c_event, f_event = events[c_index], events[f_index]
+    channels = features.shape[1]
+    head, width = _build_head(events, f_index, c_index, channels, c_event.name, f_event.name,
+                              features)
+    found = _found(events, f_index, c_index, features, width, head, logit_tensor.shape[1])
     for event in events[f_index + 1:c_index]:
-        if isinstance(event.module, _GLOBAL_POOLS) and _shares_memory(event.input, f_event.output):
+        if isinstance(event.module, _GLOBAL_POOLS) and _shares_memory(event.input, features):
             found.pool_name, pool = event.name, event.module
             break
     theta = pool.theta if found.pool_name and isinstance(pool, ThresholdedAvgPool) else None
-    found.pooling = _pool_reproduces(f_event.output, logit_tensor, found, theta)
+    found.pooling = _pool_reproduces(features, logit_tensor, found, theta)
     if found.pooling is None:
         spatial = [f"{e.name} ({_shape(e.output)})" for e in events[:c_index]
                    if e.output is not None and e.output.dim() == 4
@@ -355,9 +506,75 @@ def discover(model: nn.Module, *, feature_layer: nn.Module | str | None = None,
         message = (f"the classifier {c_event.name!r} applied to the globally pooled output of "
                    f"{f_event.name!r} does not reproduce the model's logits, so CAM would not "
                    f"explain them; last feature-map candidates: {spatial}; {_HOW_TO}")
-        if feature_layer is None or classifier is None:
+        if not explicit:
             raise ValueError(message)
         import warnings
 
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, UserWarning, stacklevel=4)
     return found
+
+
+def _discover_tokens(events: list[_Event], f_index: int, c_index: int, tokens: Tensor,
+                     logit_tensor: Tensor, explicit: bool) -> Discovery:
+    """Token path: ``tokens (B, N, C)``, averaged over the patch tokens by the model's head."""
+    c_event, f_event = events[c_index], events[f_index]
+    channels = tokens.shape[2]
+    column = tokens.transpose(1, 2).unsqueeze(-1)  # (B, C, N, 1): every token as a position
+    head, width = _build_head(events, f_index, c_index, channels, c_event.name, f_event.name,
+                              column)
+    base = _found(events, f_index, c_index, column, width, head, logit_tensor.shape[1])
+    candidates = _grid_candidates(events, f_index)
+    first: Discovery | None = None
+    for prefix, g_index in candidates:
+        grid_out = None if g_index is None else events[g_index].output
+        grid = None if grid_out is None else (grid_out.shape[-2], grid_out.shape[-1])
+        found = Discovery(**{**base.__dict__, "token_prefix": prefix,
+                             "grid_name": None if g_index is None else events[g_index].name,
+                             "grid_layer": None if g_index is None else events[g_index].module})
+        found.pooling = _pool_reproduces(tokens_to_map(tokens, prefix, grid), logit_tensor,
+                                         found, None)
+        if found.pooling is not None:
+            return found
+        first = first or found
+    seen = [f"{e.name} ({_shape(e.output)})" for e in events[:c_index]
+            if _is_token_output(e.output)][-4:]
+    grids = sorted({events[g].name for _, g in candidates if g is not None})
+    layers = (f"layers seen: tokens {f_event.name!r} ({_shape(tokens)}), last token outputs "
+              f"{seen}, patch grid {grids[0] if grids else None!r}, classifier "
+              f"{c_event.name!r}")
+    class_token = _class_token(tokens, logit_tensor, base)
+    if class_token is not None:
+        raise ValueError(
+            f"the model's logits come from token {class_token} of {f_event.name!r} alone (a "
+            "class token), not from an average of the patch tokens, so CAM is undefined for "
+            "this model: no map over the patches adds up to its logits. Use a model whose "
+            "head averages the patch tokens (timm: create_model(..., global_pool='avg'), then "
+            "fine-tune the head), or pass feature_layer=, classifier= and reshape_transform= "
+            f"to get a map that does not explain the logits, with a warning; {layers}")
+    message = (f"the classifier {c_event.name!r} applied to the average of the patch tokens of "
+               f"{f_event.name!r} (prefix tokens tried: {[p for p, _ in candidates]}) does not "
+               "reproduce the model's logits: the head pools the tokens in a way CAM cannot "
+               "express (e.g. timm global_pool='avgmax' or attention pooling 'map') or the "
+               "patch grid was not found. Use an average-pooled head (timm: global_pool='avg') "
+               f"or map the tokens to (B, C, h, w) with reshape_transform=; {layers}")
+    if not explicit or first is None:
+        raise ValueError(message)
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=4)
+    return first
+
+
+def _class_token(tokens: Tensor, logits: Tensor, found: Discovery) -> int | None:
+    """Index of a (prefix) token that alone reproduces the logits through the head, if any."""
+    weight = found.classifier.weight.flatten(1)
+    bias = getattr(found.classifier, "bias", None)
+    scale = float(logits.abs().max()) + 1e-6
+    for index in range(min(tokens.shape[1], 8)):
+        vector = apply_head(tokens[:, index, :, None, None], found.head).flatten(1)
+        if vector.shape[1] != weight.shape[1]:
+            return None
+        predicted = F.linear(vector, weight, bias)
+        if torch.allclose(predicted.double(), logits.double(), rtol=1e-3, atol=1e-4 * scale):
+            return index
+    return None

@@ -1,4 +1,4 @@
-"""``camkit.attach(model)``: CAM, RCAM and CREAM on an existing CNN classifier.
+"""``camkit.attach(model)``: CAM, RCAM and CREAM on an existing classifier (CNN or token model).
 
 ``attach`` finds the model's last feature map and its classifier (see ``camkit._discovery``),
 registers one forward hook on the feature layer (see ``camkit._hooks``), and returns a
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -23,6 +24,7 @@ from camkit._discovery import (
     apply_head,
     discover,
     select_logits,
+    tokens_to_map,
     unwrap_model,
 )
 from camkit._hooks import Capture, Swap, eval_mode, release, swap_pooling
@@ -116,8 +118,8 @@ class Localizer(nn.Module):
     """CAM / RCAM / CREAM attached to a classifier by forward hooks. Built by ``attach``.
 
     The wrapped model is the child ``model``; CREAM's ``ContextEmbeddingBank`` is the child
-    ``bank`` (``method="cream"`` only), so ``state_dict()`` holds both and loads onto a handle
-    attached to a freshly built model of the same architecture.
+    ``bank`` (``method="cream"`` and the default ``method=None``), so ``state_dict()`` holds
+    both and loads onto a handle attached to a freshly built model of the same architecture.
 
     Call ``localizer(x, labels=y)`` in place of ``model(x)`` while training: it returns the
     model's own output untouched and, for CREAM, updates the bank from the captured features
@@ -129,17 +131,22 @@ class Localizer(nn.Module):
     _classifier: nn.Linear | nn.Conv2d
     _head: list[tuple[nn.Module, tuple[int, ...]]]
 
-    def __init__(self, model: nn.Module, *, method: str, feature_layer: nn.Module | str | None,
-                 classifier: nn.Module | str | None, num_classes: int | None,
+    def __init__(self, model: nn.Module, *, method: str | None,
+                 feature_layer: nn.Module | str | None, classifier: nn.Module | str | None,
+                 num_classes: int | None,
                  tap: float | None, clamp_negative: bool | None, logits: LogitsSelector,
                  example_input: Tensor | None, threshold: str | float | None, q: float,
                  theta: float | None, momentum: float, delta: float, scale: float,
-                 iterations: int) -> None:
+                 iterations: int,
+                 reshape_transform: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        if method is not None and method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS} or None, got {method!r}")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError("reshape_transform must be a callable Tensor -> Tensor[B, C, h, w] "
+                            f"or None, got {type(reshape_transform).__name__}")
         self.model = model
         self.method = method
         self.clamp_negative = (method == "rcam") if clamp_negative is None else bool(
@@ -151,17 +158,20 @@ class Localizer(nn.Module):
         self.scale = check_finite_number(scale, "scale", low=0.0, low_inclusive=False)
         self.iterations = check_positive_int(iterations, "iterations")
         self.logits_selector = logits
+        self.reshape_transform = reshape_transform
         core = unwrap_model(model)
         found = discover(core, feature_layer=feature_layer, classifier=classifier,
-                         num_classes=num_classes, logits=logits, example_input=example_input)
+                         num_classes=num_classes, logits=logits, example_input=example_input,
+                         reshape_transform=reshape_transform)
         self.feature_name, self.classifier_name = found.feature_name, found.classifier_name
         self.pool_name, self.pooling = found.pool_name, found.pooling
         self.num_classes, self.channels = found.num_classes, found.embed_channels
+        self.token_prefix, self.grid_name = found.token_prefix, found.grid_name
         # Held outside the module registry: they belong to (and move with) ``model``.
         object.__setattr__(self, "_classifier", found.classifier)
         object.__setattr__(self, "_head", found.head)
         self.bank: ContextEmbeddingBank | None = None
-        if method == "cream":
+        if method in (None, "cream"):
             from camkit.cream import ContextEmbeddingBank
 
             self.bank = ContextEmbeddingBank(found.num_classes, found.embed_channels,
@@ -170,6 +180,7 @@ class Localizer(nn.Module):
             if param is not None:
                 self.bank.to(param.device)
         self._capture = Capture()
+        self._grid_capture = Capture()
         handles: list[Any] = []
         swaps: list[Swap] = []
         self._finalizer = weakref.finalize(self, release, handles, swaps)
@@ -177,6 +188,8 @@ class Localizer(nn.Module):
             swap_pooling(core, self.pool_name, self.feature_name,
                          check_finite_number(tap, "tap", low=0.0, high=1.0), swaps)
         handles.append(found.feature_layer.register_forward_hook(self._capture.hook))
+        if found.grid_layer is not None:
+            handles.append(found.grid_layer.register_forward_hook(self._grid_capture.hook))
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -188,6 +201,7 @@ class Localizer(nn.Module):
         """Remove the hook, restore a swapped pooling module and return the model."""
         self._finalizer()
         self._capture.store.clear()
+        self._grid_capture.store.clear()
         return self.model
 
     def __enter__(self) -> Localizer:
@@ -202,22 +216,39 @@ class Localizer(nn.Module):
 
     # ------------------------------------------------------------------ running
     def _run(self, x: Tensor) -> tuple[object, Tensor]:
-        """Call the model, returning its output and the captured ``(B, C, h, w)`` features."""
+        """Call the model, returning its output and the captured ``(B, C, h, w)`` features.
+
+        Token models: the captured ``(B, N, C)`` tokens lose their prefix tokens and are laid
+        out on the patch grid captured in the same forward; ``reshape_transform`` (when given)
+        maps the feature layer's output instead.
+        """
         self._check_attached()
-        capture = self._capture
+        capture, grid_capture = self._capture, self._grid_capture
         with capture.lock:
             capture.store.clear()
-            capture.active = True
+            grid_capture.store.clear()
+            capture.active = grid_capture.active = True
             try:
                 output = self.model(x)
             finally:
-                capture.active = False
-                store = dict(capture.store)
+                capture.active = grid_capture.active = False
+                store, grids = dict(capture.store), dict(grid_capture.store)
                 capture.store.clear()
+                grid_capture.store.clear()
         if not store:
             raise RuntimeError(f"the feature layer {self.feature_name!r} did not run during the "
                                "forward pass")
-        return output, self._gather(store)
+        features = self._gather(store)
+        if self.reshape_transform is not None:
+            features = self.reshape_transform(features)
+            if not isinstance(features, Tensor) or features.dim() != 4:
+                raise ValueError("reshape_transform must return a (B, C, h, w) tensor, got "
+                                 f"{getattr(features, 'shape', type(features).__name__)}")
+        elif self.token_prefix is not None:
+            grid = next(iter(grids.values())).shape[-2:] if grids else None
+            features = tokens_to_map(features, self.token_prefix,
+                                     None if grid is None else (grid[0], grid[1]))
+        return output, features
 
     def _gather(self, store: dict[torch.device, Tensor]) -> Tensor:
         if len(store) == 1:
@@ -273,7 +304,10 @@ class Localizer(nn.Module):
             labels (Tensor[B], optional): ground-truth classes (GT-known localization).
             method: use another method than the handle's for this call: ``"cam"``,
                 ``"rcam"`` (clamped weights, PaS boxes) or ``"cream"`` (needs a handle
-                attached with ``method="cream"``, which owns the bank).
+                attached with ``method="cream"`` or the default ``method=None``, which own
+                the bank). A handle attached with ``method=None`` gives, per image, the
+                CREAM map when the class's context embeddings were trained (a training
+                call ``loc(x, labels=y)`` saw the class), else the CAM map, without warning.
             threshold: box rule: ``"max"`` (``theta * max``, theta 0.2), ``"pas"``
                 (``theta * percentile_q``, q 90, theta 0.35) or a fixed fraction in [0, 1].
                 Default: ``"pas"`` for ``method="rcam"``, else ``"max"``.
@@ -289,10 +323,11 @@ class Localizer(nn.Module):
                 raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
             if method == "cream" and self.bank is None:
                 raise ValueError("method='cream' needs the context embeddings of a handle "
-                                 "attached with method='cream'")
+                                 "attached with method='cream' (or the default method=None)")
             clamp, rule = method == "rcam", "pas" if method == "rcam" else "max"
         rule = rule if threshold is None else _check_rule(threshold)
-        use_cream = (method or self.method) == "cream"
+        chosen_method = method or self.method
+        use_cream = chosen_method in (None, "cream")
         with torch.no_grad(), eval_mode(list(self.model.modules())):
             output, features = self._run(x)
             logits = select_logits(output, self.logits_selector)
@@ -302,7 +337,8 @@ class Localizer(nn.Module):
                 chosen = logits.argmax(dim=1)
             chosen = _check_labels(chosen, embedded, self.num_classes)
             cam = self._cam(embedded, chosen, clamp)
-            maps = self._cream(embedded, cam, chosen) if use_cream else cam
+            maps = self._cream(embedded, cam, chosen, auto=chosen_method is None) \
+                if use_cream else cam
             scoremaps = normalize_map(upsample_map(maps, (x.shape[-2], x.shape[-1])))
             thresholds = self._thresholds(scoremaps, rule)
         found: list[np.ndarray | None] = [None] * x.shape[0]
@@ -312,17 +348,23 @@ class Localizer(nn.Module):
                      for i, t in enumerate(thresholds.tolist())]
         return Localization(logits, chosen, maps, scoremaps, found, thresholds)
 
-    def _cream(self, embedded: Tensor, cam: Tensor, classes: Tensor) -> Tensor:
+    def _cream(self, embedded: Tensor, cam: Tensor, classes: Tensor, auto: bool) -> Tensor:
+        """CREAM maps ``(B, h, w)``; ``auto``: the CAM map for classes never trained."""
         from camkit.cream import cream_map
 
         bank = self._bank_on(embedded.device)
-        unseen = sorted(set(classes[bank.seen[classes] == 0].tolist()))
-        if unseen:
+        trained = bank.seen[classes] > 0
+        if auto:
+            if not bool(trained.any()):
+                return cam
+        elif not bool(trained.all()):
+            unseen = sorted(set(classes[~trained].tolist()))
             warnings.warn(f"CREAM context embeddings of classes {unseen} were never updated "
                           "(no training forward with those labels); their maps use random "
                           "initial embeddings", UserWarning, stacklevel=3)
-        return cream_map(embedded, bank.fg[classes], bank.bg[classes], cam=cam,
+        maps = cream_map(embedded, bank.fg[classes], bank.bg[classes], cam=cam,
                          scale=self.scale, iterations=self.iterations)
+        return maps if not auto else torch.where(trained[:, None, None], maps, cam.to(maps.dtype))
 
     def _thresholds(self, scoremaps: Tensor, rule: str | float) -> Tensor:
         batch = scoremaps.shape[0]
@@ -346,17 +388,21 @@ class Localizer(nn.Module):
                 f"clamp_negative={self.clamp_negative}, threshold={self.threshold!r}{state}")
 
 
-def attach(model: nn.Module, *, method: str = "cream",
+def attach(model: nn.Module, *, method: str | None = None,
            feature_layer: nn.Module | str | None = None,
            classifier: nn.Module | str | None = None, num_classes: int | None = None,
            tap: float | None = None, clamp_negative: bool | None = None,
            logits: LogitsSelector = None, example_input: Tensor | None = None,
            threshold: str | float | None = None, q: float = 90.0, theta: float | None = None,
            momentum: float = 0.8, delta: float = 0.2, scale: float = 8.0,
-           iterations: int = 2) -> Localizer:
-    """Attach CAM (``"cam"``), RCAM (``"rcam"``) or CREAM (``"cream"``) to a CNN classifier.
+           iterations: int = 2,
+           reshape_transform: Callable[[Tensor], Tensor] | None = None) -> Localizer:
+    """Attach CAM (``"cam"``), RCAM (``"rcam"``) or CREAM (``"cream"``) to a classifier.
 
-    ``loc = camkit.attach(model)`` then ``loc.localize(images)``. Discovery runs one forward
+    ``loc = camkit.attach(model)`` then ``loc.localize(images)``. CNNs whose head pools the
+    last feature map, and token models (vision transformers) whose head averages the patch
+    tokens (timm ``global_pool="avg"``), are found automatically; models whose logits come
+    from a class token are refused (CAM is undefined there). Discovery runs one forward
     on ``example_input`` (default: a random ``1 x C_in x 224 x 224`` batch on the model's
     device) with temporary hooks, in eval mode, restoring every ``training`` flag.
 
@@ -365,7 +411,10 @@ def attach(model: nn.Module, *, method: str = "cream",
             ``DistributedDataParallel`` or ``torch.compile``; its forward may return a
             tensor, a tuple or a mapping.
         method: ``"cam"``; ``"rcam"`` (negative weight clamping + percentile boxes, with TAP
-            when trained with ``tap=``); ``"cream"`` (context embeddings + EM re-activation).
+            when trained with ``tap=``); ``"cream"`` (context embeddings + EM re-activation;
+            ``localize`` warns for classes whose embeddings were never trained). Default
+            ``None``: CAM maps, switching to CREAM per class once its context embeddings are
+            trained (call ``loc(x, labels=y)`` in place of ``model(x)`` while training).
         feature_layer, classifier: override discovery with a module or a dotted name.
         num_classes: expected number of logits (checked).
         tap: swap the global average pooling for ``ThresholdedAvgPool(tap)`` until
@@ -378,6 +427,11 @@ def attach(model: nn.Module, *, method: str = "cream",
         threshold, q, theta: default box rule of ``localize`` (see there).
         momentum, delta: CREAM bank update (λ and the foreground threshold).
         scale, iterations: CREAM EM re-activation.
+        reshape_transform: a callable mapping the feature layer's output to a feature map
+            ``Tensor[B, C, h, w]`` (e.g. tokens ``(B, N, C)`` of a custom layout); replaces
+            the automatic token handling. The pooled map must still reproduce the logits
+            (a warning instead of an error when ``feature_layer=`` and ``classifier=`` are
+            both given).
 
     Returns:
         Localizer: an ``nn.Module`` and context manager; ``detach()`` removes its hook (and is
@@ -387,5 +441,5 @@ def attach(model: nn.Module, *, method: str = "cream",
                      num_classes=num_classes, tap=tap, clamp_negative=clamp_negative,
                      logits=logits, example_input=example_input, threshold=threshold, q=q,
                      theta=theta, momentum=momentum, delta=delta, scale=scale,
-                     iterations=iterations)
+                     iterations=iterations, reshape_transform=reshape_transform)
 

@@ -6,6 +6,8 @@ model's own modules and weights, and CREAM maps must be finite and in range.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -185,3 +187,143 @@ def test_default_example_input_is_224(torchvision_models):
     with camkit.attach(net, method="cam") as loc:
         assert loc.feature_name == "features"
         assert loc.localize(torch.randn(1, 3, 32, 32)).maps.shape == (1, 1, 1)
+
+
+# ----------------------------------------------------------------------------- token models
+@pytest.fixture(scope="module")
+def timm_module():
+    """``timm`` (random weights only, no downloads); skipped when it is not installed."""
+    from conftest import import_torchvision
+
+    import_torchvision()  # timm imports torchvision: the CPU-only workaround first
+    return pytest.importorskip("timm")
+
+
+def _manual_token_cam(tokens, prefix, grid, post_norm, weight, classes):
+    """CAM from a token model's own tokens ``(B, N, C)``, post-pool norm and head weights."""
+    patches = tokens[:, prefix:]
+    if post_norm is not None:
+        patches = post_norm(patches)
+    maps = torch.einsum("bnc,bc->bn", patches.double(), weight[classes].double())
+    return maps.reshape(tokens.shape[0], *grid)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), [
+    ("vit_tiny_patch16_224", {"img_size": (48, 80)}, (48, 80)),  # non-square, fc_norm
+    ("vit_tiny_patch16_224", {"img_size": 64, "reg_tokens": 4, "fc_norm": False}, (64, 64)),
+    ("deit_tiny_patch16_224", {"img_size": 64}, (64, 64)),
+])
+def test_timm_average_pooled_vit_cam_matches_manual(timm_module, name, kwargs, size):
+    torch.manual_seed(0)
+    net = timm_module.create_model(name, pretrained=False, num_classes=NUM_CLASSES,
+                                   global_pool="avg", **kwargs).eval()
+    x = torch.randn(2, 3, *size)
+    grid = (size[0] // 16, size[1] // 16)
+    with camkit.attach(net, example_input=x[:1]) as loc:
+        assert loc.token_prefix == net.num_prefix_tokens and loc.grid_name == "patch_embed.proj"
+        assert loc.classifier_name == "head" and loc.pooling == "avg"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = loc.localize(x)
+        rcam = loc.localize(x, method="rcam", classes=result.classes)
+        with torch.no_grad():
+            logits = net(x)
+            tokens = net.forward_features(x)
+            post_norm = None if isinstance(net.fc_norm, nn.Identity) else net.fc_norm
+            expected = _manual_token_cam(tokens, net.num_prefix_tokens, grid, post_norm,
+                                         net.head.weight, logits.argmax(1))
+            clamped = _manual_token_cam(tokens, net.num_prefix_tokens, grid, post_norm,
+                                        net.head.weight.clamp_min(0), logits.argmax(1))
+        assert_close(result.logits, logits)
+        assert result.maps.shape == (2, *grid) and result.scoremaps.shape == (2, *size)
+        assert_close(result.maps, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+        if post_norm is None:  # the map averages to the logit exactly (minus the bias)
+            chosen = logits.gather(1, logits.argmax(1, keepdim=True))[:, 0]
+            bias = net.head.bias[logits.argmax(1)]
+            assert_close(result.maps.flatten(1).mean(1).double(), (chosen - bias).double(),
+                         rtol=1e-4, atol=1e-4)
+        assert_close(rcam.maps, clamped, rtol=1e-4, atol=1e-4 * float(clamped.abs().max()))
+        net.train()
+        with torch.no_grad():
+            loc(x, labels=torch.tensor([1, 2]))
+        cream = loc.localize(x, labels=torch.tensor([1, 2]))
+        assert cream.maps.shape == (2, *grid) and torch.isfinite(cream.maps).all()
+        assert cream.maps.min() >= 0 and cream.maps.max() <= 2 + 1e-5
+
+
+def test_timm_vit_dynamic_size_follows_the_input_grid(timm_module):
+    torch.manual_seed(0)
+    net = timm_module.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
+                                   num_classes=NUM_CLASSES, global_pool="avg",
+                                   dynamic_img_size=True).eval()
+    with camkit.attach(net, method="cam", example_input=torch.randn(1, 3, 64, 64)) as loc:
+        x = torch.randn(1, 3, 48, 96)
+        result = loc.localize(x)
+        with torch.no_grad():
+            expected = _manual_token_cam(net.forward_features(x), 1, (3, 6), net.fc_norm,
+                                         net.head.weight, result.classes)
+    assert result.maps.shape == (1, 3, 6)
+    assert_close(result.maps, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_timm_reshape_transform_matches_automatic_tokens(timm_module):
+    torch.manual_seed(0)
+    net = timm_module.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
+                                   num_classes=NUM_CLASSES, global_pool="avg").eval()
+    x = torch.randn(2, 3, 64, 64)
+
+    def to_map(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, 4, 4)
+
+    with camkit.attach(net, method="cam", example_input=x[:1]) as auto, \
+            camkit.attach(net, method="cam", example_input=x[:1], feature_layer="norm",
+                          reshape_transform=to_map) as manual:
+        assert torch.equal(auto.localize(x, classes=3).maps, manual.localize(x, classes=3).maps)
+    with pytest.raises(TypeError, match="reshape_transform must be a callable"):
+        camkit.attach(net, example_input=x[:1], reshape_transform="norm")
+    with pytest.raises(ValueError, match=r"reshape_transform must map the output of 'norm'"):
+        camkit.attach(net, example_input=x[:1], reshape_transform=lambda t: t[:, 0])
+
+
+def test_class_token_models_are_refused_with_the_reason(timm_module, torchvision_models):
+    torch.manual_seed(0)
+    timm_vit = timm_module.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
+                                        num_classes=NUM_CLASSES)  # global_pool="token"
+    with pytest.raises(ValueError, match=r"(?s)token 0 of 'norm' alone \(a class token\).*"
+                                         r"CAM is undefined.*global_pool='avg'.*"
+                                         r"classifier 'head'"):
+        camkit.attach(timm_vit, example_input=torch.randn(1, 3, 64, 64))
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    tv_vit = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2,
+                               hidden_dim=16, mlp_dim=32, num_classes=NUM_CLASSES)
+    nn.init.normal_(tv_vit.heads.head.weight)  # zero-initialized: every pooling would match
+    with pytest.raises(ValueError, match=r"(?s)token 0 of 'encoder' alone \(a class token\)"
+                                         r".*patch grid 'conv_proj'.*classifier 'heads.head'"):
+        camkit.attach(tv_vit, example_input=torch.randn(1, 3, 32, 32))
+
+
+def test_non_average_token_pooling_is_refused(timm_module):
+    net = timm_module.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
+                                   num_classes=NUM_CLASSES, global_pool="avgmax")
+    with pytest.raises(ValueError, match=r"average of the patch tokens of 'norm' .*does not "
+                                         r"reproduce.*global_pool='avgmax'"):
+        camkit.attach(net, example_input=torch.randn(1, 3, 64, 64))
+
+
+def test_timm_avgmax_cnn_pooling_gets_its_own_message(timm_module):
+    net = timm_module.create_model("resnet18", pretrained=False, num_classes=NUM_CLASSES,
+                                   global_pool="avgmax")
+    with pytest.raises(ValueError, match=r"'global_pool.pool' \(AdaptiveAvgMaxPool2d\) pools "
+                                         r"the feature map 'layer4' .*cannot express") as info:
+        camkit.attach(net, example_input=torch.randn(1, 3, 64, 64))
+    assert "VGG" not in str(info.value)
+
+
+def test_flattening_fc_head_error_says_how_to_get_a_cam_model(torchvision_models):
+    net = torchvision_models.vgg11(num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match=r"(?s)'classifier.0' \(Linear.*flattened feature map "
+                                         r"'avgpool' \(512 channels x 49 positions\).*no "
+                                         r"feature_layer=.*nn.AdaptiveAvgPool2d\(1\).*"
+                                         r"nn.Linear\(512, num_classes\).*fine-tune"):
+        camkit.attach(net, example_input=torch.randn(1, 3, 32, 32))

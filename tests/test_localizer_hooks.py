@@ -489,3 +489,84 @@ def test_zero_em_iterations_rejected_at_attach():
     with pytest.raises(ValueError, match="iterations must be > 0, got 0"):
         camkit.attach(model, iterations=0, example_input=torch.randn(1, 3, 8, 8))
     assert _hook_count(model) == 0
+
+
+# ----------------------------------------------------------------------------- token models
+class _Tokens(nn.Module):
+    """``(B, C, h, w) -> (B, h * w, C)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)
+
+
+class _MeanTokens(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+def _token_model(num_classes: int = 3, width: int = 8) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, width, 4, stride=4), _Tokens(), nn.Linear(width, width),
+                         nn.GELU(), nn.LayerNorm(width), _MeanTokens(),
+                         nn.Linear(width, num_classes))
+
+
+def test_sequential_token_model_gets_exact_cam():
+    torch.manual_seed(0)
+    model = _token_model().eval()
+    x = torch.randn(2, 3, 8, 12)  # a 2 x 3 patch grid
+    with camkit.attach(model, example_input=x[:1]) as loc:
+        assert (loc.feature_name, loc.token_prefix, loc.grid_name) == ("4", 0, "0")
+        result = loc.localize(x, classes=1)
+    with torch.no_grad():
+        tokens = model[:5](x)  # (B, 6, C) after the final norm
+        expected = (tokens @ model[6].weight[1]).reshape(2, 2, 3)
+        logits = model(x)
+    assert_close(result.maps, expected, rtol=1e-5, atol=1e-5)
+    assert_close(result.maps.flatten(1).mean(1) + model[6].bias[1], logits[:, 1],
+                 rtol=1e-5, atol=1e-5)
+    assert _hook_count(model) == 0
+
+
+def test_token_model_without_prefix_match_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), _Tokens(), nn.LayerNorm(8),
+                          _MaxTokens(), nn.Linear(8, 3))
+    with pytest.raises(ValueError, match=r"average of the patch tokens of '2' .*does not "
+                                         r"reproduce the model's logits"):
+        camkit.attach(model, example_input=torch.randn(1, 3, 8, 8))
+
+
+class _MaxTokens(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=1) * 0.5 + x.mean(dim=1) * 0.5
+
+
+# ----------------------------------------------------------------------------- default method
+def test_default_method_gives_cam_without_warning_until_the_bank_is_trained(recwarn):
+    torch.manual_seed(0)
+    model = _cnn().eval()  # frozen BatchNorm statistics
+    x = torch.randn(2, 3, 8, 8)
+    with camkit.attach(model, example_input=x[:1]) as auto, \
+            camkit.attach(model, method="cam", example_input=x[:1]) as cam:
+        assert auto.method is None and auto.bank is not None
+        first = auto.localize(x, classes=torch.tensor([0, 1]))
+        assert torch.equal(first.maps, cam.localize(x, classes=torch.tensor([0, 1])).maps)
+        assert not recwarn.list
+        with torch.no_grad():
+            auto(x, labels=torch.tensor([0, 0]))  # trains class 0 only
+        mixed = auto.localize(x, classes=torch.tensor([0, 1]))
+        cream = auto.localize(x, classes=torch.tensor([0, 0]), method="cream")
+        assert not recwarn.list
+        assert torch.equal(mixed.maps[0], cream.maps[0])  # trained class: CREAM
+        assert torch.equal(mixed.maps[1], first.maps[1])  # untrained class: CAM
+        with pytest.warns(UserWarning, match=r"classes \[1\] were never updated"):
+            auto.localize(x, classes=torch.tensor([0, 1]), method="cream")
+
+
+def test_explicit_cream_still_warns_for_untrained_classes():
+    model = _cnn()
+    x = torch.randn(1, 3, 8, 8)
+    with camkit.attach(model, method="cream", example_input=x) as loc, \
+            pytest.warns(UserWarning, match="never updated"):
+        loc.localize(x, classes=2)
+    with pytest.raises(ValueError, match=r"method must be one of .* or None"):
+        camkit.attach(model, method="gradcam", example_input=x)
