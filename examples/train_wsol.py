@@ -17,8 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from wsol.checkpoint import CheckpointError
 from wsol.run import main
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CheckpointError, FileNotFoundError, FileExistsError) as error:
+        # A bad --resume checkpoint or output folder: one clear line, not a traceback.
+        sys.exit(f"train_wsol.py: error: {error}")
     sys.exit(0)

@@ -228,6 +228,43 @@ def test_corrupt_or_foreign_checkpoint_is_named(bench, tmp_path):
         main(tiny_args(bench, output, "vgg16", "cam", "--resume"))
 
 
+def test_resume_from_a_corrupt_checkpoint_ends_with_one_line(bench, tmp_path):
+    """The script itself (its ``__main__`` block, as ``python examples/train_wsol.py`` runs
+    it): a clear ``CheckpointError`` line and a non-zero status, no traceback."""
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "last.pt").write_bytes(b"\x00truncated")
+    script = REPO_ROOT / "examples" / "train_wsol.py"
+    code = ("import runpy, sys; sys.path[:0] = [sys.argv[1]]; "
+            "from conftest import import_torchvision; import_torchvision(); "
+            "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "tests"), str(script),
+                           *tiny_args(bench, output, "vgg16", "cam", "--resume")],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"train_wsol.py: error: checkpoint {str(output / 'last.pt')!r} is corrupt or not a "
+        "PyTorch file: UnpicklingError: the file is truncated or holds more than tensors and "
+        "plain containers"]
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_named(bench, tmp_path):
+    from wsol.cli import parse_args
+    from wsol.run import run_config
+
+    output = tmp_path / "run"
+    output.mkdir()
+    args = tiny_args(bench, output, "vgg16", "cam", "--resume")
+    torch.save({"format": "camkit-wsol-checkpoint", "version": 1,
+                "config": run_config(parse_args(args)), "phase": "classifier", "epoch": 0,
+                "step_in_epoch": 0, "model": {"fc.weight": torch.zeros(1)}, "optimizer": {},
+                "scheduler": {}, "rng": []}, output / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last\.pt' does not fit this run: RuntimeError: "):
+        main(args)
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import SHARED_METADATA
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from camkit.data.wsol_metadata import (
     ImageSize,
@@ -60,9 +63,21 @@ def test_box_split_is_read(tmp_path):
         (read_image_ids, "a.jpg\n\na.jpg\n", r":3: duplicate image id"),
         (read_class_labels, "a.jpg,x\n", r":1: class_index must be an integer"),
         (read_image_sizes, "a.jpg,10\n", r":1: expected 'image_id,width,height'"),
-        (read_image_sizes, "a.jpg,0,5\n", r":1: width and height must be > 0"),
+        (read_image_sizes, "a.jpg,0,5\n", r":1: width must lie in \[1, 2147483647\], got '0'"),
+        (read_image_sizes, "a.jpg,5,99999999999\n", r":1: height must lie in \[1, 2147483647\]"),
+        (read_image_sizes, "a.jpg,5,5\na.jpg,6,6\n", r":2: duplicate image id 'a\.jpg'"),
+        (read_class_labels, "a.jpg,-1\n", r":1: class_index must lie in \[0, 2147483647\]"),
+        (read_class_labels, "a.jpg,1_0\n", r":1: class_index must be an integer, got '1_0'"),
+        (read_class_labels, "a.jpg,\u0663\n", r":1: class_index must be an integer"),
         (read_box_localization, "a.jpg,1,2,3\n", r":1: expected 'image_id,x0,y0,x1,y1'"),
-        (read_box_localization, "a.jpg,5,0,3,4\n", r":1: box must have x0 <= x1"),
+        (read_box_localization, "a.jpg,5,0,3,4\n",
+         r":1: box of image id 'a\.jpg' must have x0 <= x1 and y0 <= y1, got \[5, 0, 3, 4\]"),
+        (read_box_localization, "a.jpg,0,0,3,4\na.jpg,-1,0,3,4\n",
+         r":2: x0 must lie in \[0, 2147483647\], got '-1'"),
+        (read_box_localization, f"a.jpg,0,0,{10**30},4\n", r":1: x1 must lie in \[0, "),
+        (read_box_localization, f"a.jpg,0,0,{'9' * 5000},4\n",
+         r":1: x1 must lie in .*got '9{60}'\.\.\. \(5000 characters\)"),
+        (read_box_localization, "a.jpg,0,0,nan,4\n", r":1: x1 must be an integer, got 'nan'"),
         (read_box_localization, "a.jpg,1.5,0,3,4\n", r":1: x0 must be an integer"),
         (read_mask_localization, "a.jpg,m1.png,i.png\na.jpg,m2.png,j.png\n",
          r":2: ignore path must be given on the first line"),
@@ -76,6 +91,35 @@ def test_malformed_lines_name_file_and_line(tmp_path, reader, text, match):
     path = write(tmp_path / "file.txt", text)
     with pytest.raises(MetadataError, match=match):
         reader(path)
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    path = tmp_path / "image_ids.txt"
+    path.write_bytes(b"a.jpg\nb\xe9.jpg\n")
+    with pytest.raises(MetadataError, match=r"image_ids\.txt:2: not UTF-8 text \(invalid "
+                                            r"continuation byte at byte 2 of the line\)"):
+        read_image_ids(path)
+    folder = make_box_split(tmp_path)
+    (folder / "localization.txt").write_bytes(b"\xff\xfe" + "a/1.jpg,0,0,1,1".encode("utf-16"))
+    with pytest.raises(MetadataError, match=r"localization\.txt:1: not UTF-8 text"):
+        load_wsol_metadata(folder)
+
+
+def test_boxes_outside_their_image_are_refused(tmp_path):
+    folder = make_box_split(tmp_path)  # a/2.jpg is 100 wide, 200 high
+    localization = folder / "localization.txt"
+    text = localization.read_text()
+    localization.write_text(text.replace("a/2.jpg,20,30,99,199", "a/2.jpg,20,30,101,199"))
+    with pytest.raises(MetadataError, match=r"localization\.txt:3: box \[20, 30, 101, 199\] of "
+                                            r"image id 'a/2\.jpg' lies outside the image "
+                                            r"\(width 100, height 200 in image_sizes\.txt\)"):
+        load_wsol_metadata(folder)
+    localization.write_text(text.replace("a/2.jpg,20,30,99,199", "a/2.jpg,20,30,99,201"))
+    with pytest.raises(MetadataError, match=r":3: box .* of image id 'a/2\.jpg' lies outside"):
+        load_wsol_metadata(folder)
+    # x1 == width and y1 == height: the exclusive end of a box, accepted
+    localization.write_text(text.replace("a/2.jpg,20,30,99,199", "a/2.jpg,20,30,100,200"))
+    assert load_wsol_metadata(folder).boxes["a/2.jpg"].tolist()[1] == [20, 30, 100, 200]
 
 
 def test_missing_entries_are_reported(tmp_path):
@@ -127,3 +171,48 @@ def test_shared_metadata_loads():
     assert with_files
     mask = load_mask(mask_root, openimages.masks[with_files[0]])
     assert mask.shape == (224, 224) and (mask == 1).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed input of every kind: a MetadataError (a ValueError) naming the file, nothing else
+# ---------------------------------------------------------------------------------------------
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**80), max_value=2**80).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["", " ", "+5", "0x10", "1e3", "\u0663", "nan", "-", "--1", "9" * 40]),
+)
+_IDS = st.one_of(st.sampled_from(["a/1.jpg", "a/2.jpg", "", "/abs.jpg", "../up.jpg", "C:x"]),
+                 st.text(max_size=12))
+_LINE = st.one_of(
+    st.binary(max_size=40),  # raw bytes, often not UTF-8
+    st.lists(st.one_of(_IDS, _NUMBERS), min_size=0, max_size=7).map(
+        lambda fields: ",".join(fields).encode("utf-8", "surrogatepass")),
+    st.tuples(_IDS, _NUMBERS, _NUMBERS, _NUMBERS, _NUMBERS).map(
+        lambda fields: ",".join(fields).encode("utf-8", "surrogatepass")),
+)
+_FILE = st.lists(_LINE, max_size=6).map(lambda lines: b"\n".join(lines))
+
+
+@settings(max_examples=60)
+@given(image_ids=_FILE, labels=_FILE, sizes=_FILE, localization=_FILE)
+def test_malformed_files_raise_only_metadata_errors(tmp_path, image_ids, labels, sizes,
+                                                   localization):
+    folder = tmp_path / "fuzz"
+    folder.mkdir(exist_ok=True)
+    contents = {"image_ids.txt": image_ids, "class_labels.txt": labels,
+                "image_sizes.txt": sizes, "localization.txt": localization}
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    readers = [(read_image_ids, "image_ids.txt"), (read_class_labels, "class_labels.txt"),
+               (read_image_sizes, "image_sizes.txt"),
+               (read_box_localization, "localization.txt"),
+               (read_mask_localization, "localization.txt"),
+               (load_wsol_metadata, None)]
+    for reader, name in readers:
+        where = folder if name is None else folder / name
+        try:
+            reader(where)
+        except MetadataError as error:
+            assert str(error).startswith(str(folder)), str(error)
+            if name is not None:
+                assert re.match(rf"{re.escape(str(where))}:\d+: ", str(error)), str(error)

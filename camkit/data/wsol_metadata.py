@@ -70,28 +70,65 @@ def safe_join(root: str | Path, relative: str, what: str = "path") -> Path:
     return Path(root) / _check_relative(relative, what)
 
 
+def _lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file (line ``n`` at index ``n - 1``), without line endings."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        number = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise MetadataError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {column} "
+                            f"of the line)") from None
+    return text.split("\n")
+
+
 def _records(path: str | Path, fields: tuple[int, ...], layout: str) -> Iterator[tuple[int, list]]:
     """Yield ``(line_number, fields)`` of the non-blank lines of a comma-separated file."""
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split(",")
-            if len(parts) not in fields:
-                raise MetadataError(f"{path}:{number}: expected '{layout}', got {line!r}")
-            try:
-                _check_relative(parts[0], "image id")
-            except ValueError as error:
-                raise MetadataError(f"{path}:{number}: {error}") from None
-            yield number, parts
+    for number, line in enumerate(_lines(path), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        if len(parts) not in fields:
+            raise MetadataError(f"{path}:{number}: expected '{layout}', got {_shown(line)}")
+        try:
+            _check_relative(parts[0], "image id")
+        except ValueError as error:
+            raise MetadataError(f"{path}:{number}: {error}") from None
+        yield number, parts
 
 
-def _int_field(text: str, path: str | Path, number: int, name: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise MetadataError(f"{path}:{number}: {name} must be an integer, got {text!r}") from None
+#: Largest class index, size or coordinate accepted: far above any image, and small enough
+#: that no computation on it can overflow an int64.
+_LIMIT = 2**31 - 1
+
+
+def _shown(text: str, width: int = 60) -> str:
+    """``repr(text)``, shortened when long: a message quotes the value, not a whole file."""
+    if len(text) <= width:
+        return repr(text)
+    return f"{text[:width]!r}... ({len(text)} characters)"
+
+
+def _int_field(text: str, path: str | Path, number: int, name: str, low: int = 0) -> int:
+    """A decimal integer in ``[low, _LIMIT]`` (ASCII digits, an optional ``-``, and spaces
+    around them)."""
+    if len(text) <= 10 and text.isascii() and text.isdigit():
+        value = int(text)  # plain digits, as on every line of the real files
+    else:
+        digits = text.strip(" \t")
+        body = digits[1:] if digits[:1] == "-" else digits
+        if not (body.isascii() and body.isdigit()):
+            raise MetadataError(f"{path}:{number}: {name} must be an integer, got "
+                                f"{_shown(text)}")
+        # more digits than _LIMIT has: out of range, and not worth converting
+        value = int(digits) if len(body) <= 10 else _LIMIT + 1
+    if not low <= value <= _LIMIT:
+        raise MetadataError(f"{path}:{number}: {name} must lie in [{low}, {_LIMIT}], got "
+                            f"{_shown(text)}")
+    return value
 
 
 def read_image_ids(path: str | Path) -> list[str]:
@@ -120,25 +157,38 @@ def read_image_sizes(path: str | Path) -> dict[str, ImageSize]:
     """``image_id → ImageSize(height, width)`` (the file stores ``width,height``)."""
     sizes: dict[str, ImageSize] = {}
     for number, (image_id, width, height) in _records(path, (3,), "image_id,width,height"):
-        w = _int_field(width, path, number, "width")
-        h = _int_field(height, path, number, "height")
-        if w <= 0 or h <= 0:
-            raise MetadataError(f"{path}:{number}: width and height must be > 0, got {w}x{h}")
+        if image_id in sizes:
+            raise MetadataError(f"{path}:{number}: duplicate image id {image_id!r}")
+        w = _int_field(width, path, number, "width", low=1)
+        h = _int_field(height, path, number, "height", low=1)
         sizes[image_id] = ImageSize(h, w)
     return sizes
 
 
-def read_box_localization(path: str | Path) -> dict[str, np.ndarray]:
-    """``image_id → (n, 4)`` int64 ``x0, y0, x1, y1`` boxes in original-image pixels."""
+def _read_boxes(path: str | Path, sizes: dict[str, ImageSize] | None) -> dict[str, np.ndarray]:
+    """``read_box_localization``, checking each box against its image size when ``sizes``
+    holds it (an image without a size is reported by ``load_wsol_metadata``)."""
     boxes: dict[str, list[list[int]]] = {}
+    names = ("x0", "y0", "x1", "y1")
     for number, parts in _records(path, (5,), "image_id,x0,y0,x1,y1"):
-        names = ("x0", "y0", "x1", "y1")
+        image_id = parts[0]
         coords = [_int_field(v, path, number, n) for v, n in zip(parts[1:], names, strict=True)]
         if coords[2] < coords[0] or coords[3] < coords[1]:
-            raise MetadataError(f"{path}:{number}: box must have x0 <= x1 and y0 <= y1, got "
-                                f"{coords}")
-        boxes.setdefault(parts[0], []).append(coords)
+            raise MetadataError(f"{path}:{number}: box of image id {image_id!r} must have "
+                                f"x0 <= x1 and y0 <= y1, got {coords}")
+        size = None if sizes is None else sizes.get(image_id)
+        # x1 == width is allowed: some annotations store the exclusive end of the box
+        if size is not None and (coords[2] > size.width or coords[3] > size.height):
+            raise MetadataError(f"{path}:{number}: box {coords} of image id {image_id!r} "
+                                f"lies outside the image (width {size.width}, height "
+                                f"{size.height} in image_sizes.txt)")
+        boxes.setdefault(image_id, []).append(coords)
     return {key: np.asarray(value, dtype=np.int64) for key, value in boxes.items()}
+
+
+def read_box_localization(path: str | Path) -> dict[str, np.ndarray]:
+    """``image_id → (n, 4)`` int64 ``x0, y0, x1, y1`` boxes in original-image pixels."""
+    return _read_boxes(path, None)
 
 
 def read_mask_localization(path: str | Path) -> dict[str, MaskAnnotation]:
@@ -177,13 +227,13 @@ class WSOLMetadata:
 
 
 def _localization_kind(path: Path) -> str:
-    for number, raw in enumerate(open(path, encoding="utf-8"), start=1):
-        if raw.strip():
-            count = raw.rstrip("\r\n").count(",") + 1
+    for number, line in enumerate(_lines(path), start=1):
+        if line.strip():
+            count = line.count(",") + 1
             if count in (3, 5):
                 return "masks" if count == 3 else "boxes"
             raise MetadataError(f"{path}:{number}: expected 'image_id,x0,y0,x1,y1' or "
-                                f"'image_id,mask_path,ignore_path', got {raw.strip()!r}")
+                                f"'image_id,mask_path,ignore_path', got {_shown(line.strip())}")
     return "boxes"
 
 
@@ -201,7 +251,7 @@ def load_wsol_metadata(folder: str | Path) -> WSOLMetadata:
     sizes = read_image_sizes(sizes_file) if sizes_file.is_file() else {}
     localization = folder / "localization.txt"
     kind = _localization_kind(localization)
-    boxes = read_box_localization(localization) if kind == "boxes" else None
+    boxes = _read_boxes(localization, sizes) if kind == "boxes" else None
     masks = read_mask_localization(localization) if kind == "masks" else None
     annotated = boxes if boxes is not None else masks
     assert annotated is not None  # _localization_kind gives "boxes" or "masks"

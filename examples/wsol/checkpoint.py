@@ -7,8 +7,11 @@ partial one. RNG states of every process are saved, so ``--resume`` continues ex
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ import torch.distributed as dist
 
 from .distributed import Runtime
 
-__all__ = ["CheckpointError", "load_checkpoint", "restore_rng", "rng_states", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "restore_rng", "restoring", "rng_states",
+           "save_checkpoint"]
 
 FORMAT = "camkit-wsol-checkpoint"
 VERSION = 1
@@ -98,8 +102,14 @@ def load_checkpoint(path: Path, expected_config: dict[str, Any]) -> dict[str, An
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to unpickle means a bad file
+        # First line only: torch's unpickling errors run over many lines and advise
+        # weights_only=False, which would run code from the file.
+        if isinstance(error, pickle.UnpicklingError):
+            detail = "the file is truncated or holds more than tensors and plain containers"
+        else:
+            detail = (str(error).strip().splitlines() or [""])[0]
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch file: "
-                              f"{type(error).__name__}: {error}") from error
+                              f"{type(error).__name__}: {detail}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a checkpoint of train_wsol.py")
     if payload.get("version") != VERSION:
@@ -116,3 +126,18 @@ def load_checkpoint(path: Path, expected_config: dict[str, Any]) -> dict[str, An
                            different.items())
         raise CheckpointError(f"checkpoint {str(path)!r} was written for another setup ({detail})")
     return payload
+
+
+@contextlib.contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Around putting a loaded checkpoint's entries into the model, optimizer, scheduler and
+    RNGs: a file that unpickles but does not fit them raises a ``CheckpointError`` naming it,
+    not whatever error the first misfit entry gives."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+        detail = (str(error).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: "
+                              f"{type(error).__name__}: {detail}") from error

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
+from .checkpoint import load_checkpoint, restore_rng, restoring, rng_states, save_checkpoint
 from .data import ResumableDistributedSampler, ShardSampler, WSOLImages
 from .distributed import all_reduce_sum, barrier
 from .regressor import BoxRegressor, evaluate_regressor, pseudo_boxes, train_regressor_epoch
@@ -46,13 +46,14 @@ def run_regressor(setup: Setup, results: dict[str, Any]) -> dict[str, Any]:
     start, log = 0, []
     if args.resume is not None and path.exists():
         state = load_checkpoint(path, config)
-        regressor.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"], runtime)
-        start, log = int(state["epoch"]), list(state["log"])
-        boxes, threshold = state["pseudo_boxes"], float(state["threshold"])
+        with restoring(path):
+            regressor.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            restore_rng(state["rng"], runtime)
+            start, log = int(state["epoch"]), list(state["log"])
+            boxes, threshold = state["pseudo_boxes"], float(state["threshold"])
     else:
         threshold = _threshold(setup, results)
         plain = WSOLImages(args.data_root, ids, labels, train=False, resize=args.resize_size,

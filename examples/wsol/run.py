@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from camkit.cream import ContextEmbeddingBank
 
 from .backbones import WSOLNet, build_model
-from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
+from .checkpoint import load_checkpoint, restore_rng, restoring, rng_states, save_checkpoint
 from .cli import parse_args
 from .data import (
     EvalSplit,
@@ -178,16 +178,18 @@ def resume(setup: Setup) -> tuple[int, int, torch.Tensor, list]:
     args = setup.args
     path = args.output / CHECKPOINT if args.resume == "auto" else Path(args.resume)
     state = load_checkpoint(path, run_config(args))
-    setup.net.load_state_dict(state["model"])
-    setup.optimizer.load_state_dict(state["optimizer"])
-    setup.scheduler.load_state_dict(state["scheduler"])
-    setup.scaler.load_state_dict(state["scaler"])
-    if setup.bank is not None:
-        setup.bank.load_state_dict(state["bank"])
-    restore_rng(state["rng"], setup.runtime)
-    totals = state["train_totals"] if setup.runtime.is_main else torch.zeros(3,
-                                                                             dtype=torch.float64)
-    return int(state["epoch"]), int(state["step_in_epoch"]), totals, list(state["log"])
+    with restoring(path):
+        setup.net.load_state_dict(state["model"])
+        setup.optimizer.load_state_dict(state["optimizer"])
+        setup.scheduler.load_state_dict(state["scheduler"])
+        setup.scaler.load_state_dict(state["scaler"])
+        if setup.bank is not None:
+            setup.bank.load_state_dict(state["bank"])
+        restore_rng(state["rng"], setup.runtime)
+        totals = state["train_totals"] if setup.runtime.is_main else torch.zeros(
+            3, dtype=torch.float64)
+        where = int(state["epoch"]), int(state["step_in_epoch"]), totals, list(state["log"])
+    return where
 
 
 def train(setup: Setup) -> list[dict]:
