@@ -1,4 +1,7 @@
-"""Train a WSOL classifier (CAM, RCAM or CREAM) and evaluate it with the reference metrics.
+"""Train a WSOL classifier and evaluate its CAM, RCAM or CREAM maps with the reference metrics.
+
+``--wsol-method cam|has|adl|cutmix|acol|spg`` chooses the training method (default ``cam``),
+``--method cam|rcam|cream`` the localization.
 
 Single process::
 

@@ -374,3 +374,63 @@ def test_masks_amp_and_compile(tmp_path):
     with pytest.raises(ValueError, match="--regressor needs a benchmark with boxes"):
         main(tiny_args(bench, tmp_path / "again", "vgg16", "cam", "--dataset", "OpenImages",
                        "--regressor", "--max-steps-per-epoch", "1"))
+
+
+# ---------------------------------------------------------------------------------------------
+# WSOL training methods (--wsol-method)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("wsol_method", "method"), [
+    ("cam", "cam"), ("has", "cam"), ("adl", "cam"), ("cutmix", "cream"), ("acol", "cam"),
+    ("spg", "cam")])
+def test_one_short_epoch_of_each_wsol_method(bench, tmp_path, wsol_method, method):
+    output = tmp_path / "run"
+    results = main(tiny_args(bench, output, "vgg16", method, "--wsol-method", wsol_method,
+                             "--max-steps-per-epoch", "1", "--has-grid", "8"))
+    log = json.loads((output / "log.json").read_text())
+    assert log[0]["train"]["images"] == 2 and np.isfinite(log[0]["train"]["loss"])
+    for split in ("val", "test"):
+        figures = results[split]
+        assert figures["images"] == 4
+        for key in ("top1_cls", "max_box_acc_v2", "gt_known", "top1_loc"):
+            assert np.isfinite(figures[key]) and 0.0 <= figures[key] <= 100.0, key
+    state = load_last(output)
+    assert state["config"]["wsol_method"] == wsol_method
+    if method == "cream":  # under CutMix the bank learns each image's own label
+        assert int(state["bank"]["seen"].sum()) == 2
+
+
+@pytest.mark.parametrize("method", ["cam", "rcam", "cream"])
+@pytest.mark.parametrize("wsol_method", ["adl", "acol", "spg"])
+def test_wsol_models_give_the_maps_of_camkit_attach(wsol_method, method):
+    from wsol.engine import localization_maps
+
+    import camkit
+    from camkit.cream import ContextEmbeddingBank
+
+    torch.manual_seed(0)
+    net = build_model("vgg16", 4, large_feature_map=False, wsol_method=wsol_method,
+                      tap_theta=0.1 if method == "rcam" else None).eval()
+    images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 3])
+    bank = ContextEmbeddingBank(4, net.channels)
+    with torch.no_grad():
+        _, features = net(images)
+        bank.update(features, camkit.class_activation_map(features, net.cam_weight(), labels),
+                    labels)
+        ours = localization_maps(net, features, labels, method=method, bank=bank, size=32)
+    feature_layer, classifier = net.cam_layer_names()
+    kwargs = {"tap": 0.1} if method == "rcam" else {}
+    with camkit.attach(net, method=method, feature_layer=feature_layer, classifier=classifier,
+                       logits=0, example_input=images[:1], **kwargs) as handle:
+        if method == "cream":
+            handle.bank.load_state_dict(bank.state_dict())
+        theirs = handle.localize(images, labels=labels, boxes=False).scoremaps
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_wsol_method_options_are_checked(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(tiny_args(bench, tmp_path / "run", "vgg16", "cam", "--wsol-method", "mixup"))
+    assert "--wsol-method" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(tiny_args(bench, tmp_path / "run", "vgg16", "cam", "--has-prob", "1.5"))
+    assert "--has-prob must lie in [0, 1]" in capsys.readouterr().err

@@ -11,12 +11,29 @@
 Every model is a ``WSOLNet``: ``forward(x)`` returns ``(logits, features)`` where ``features``
 is the last map (after its ReLU) that CAM and CREAM read. ImageNet weights come only from a
 local file (``torch.load(path, weights_only=True)``); nothing is downloaded.
+
+The training method (``wsol_method``) changes the model for three of them:
+
+* ``adl``: ``camkit.AttentionDropout`` after the modules of ``config.ADL_POSITIONS`` (forward
+  hooks: the state-dict keys, hence ImageNet checkpoints, are unchanged; identity in eval).
+* ``acol``: ``camkit.ACoLHead`` replaces pooling and classifier, on the protocol's ACoL
+  feature map (VGG16 conv5_3, 512 channels: the body without ``conv6``; ResNet50 ``layer4``;
+  InceptionV3 ``Mixed_6e``, 768 channels: the body without the SPG convolutions). CAM reads
+  branch A (``head.branch_a``, classifier ``head.classifier_a``).
+* ``spg``: ``camkit.SPGHead`` replaces pooling and classifier on the body's feature map, its
+  SPG-B reading the maps of ``config.SPG_STAGES``. CAM reads the body's map with
+  ``head.classifier``.
+
+In training these models take the labels, ``forward(x, labels)``, and return the head's
+output (``ACoLOutput`` / ``SPGOutput``) in place of the logits.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +42,9 @@ from torchvision.models import inception as tv_inception
 from torchvision.models import resnet50 as tv_resnet50
 from torchvision.models import vgg as tv_vgg
 
-from camkit import ThresholdedAvgPool
+from camkit import ACoLHead, AttentionDropout, SPGHead, ThresholdedAvgPool
+
+from .config import ADL_POSITIONS, SPG_STAGES, WSOL_DEFAULTS, WSOL_METHODS
 
 __all__ = ["BACKBONE_NAMES", "WSOLNet", "build_model", "load_imagenet_weights"]
 
@@ -99,42 +118,102 @@ def _inception_body(large_feature_map: bool) -> _Body:
 
 
 class WSOLNet(nn.Module):
-    """Backbone ``body``, global pooling ``pool`` and linear classifier ``fc``.
+    """Backbone ``body``, then global pooling ``pool`` and linear classifier ``fc``, or a head.
 
-    ``forward(x (Tensor[B, 3, H, W]))`` returns ``(logits Tensor[B, K], features
-    Tensor[B, C, h, w])``. ``pool`` is ``nn.AdaptiveAvgPool2d(1)``, or ``ThresholdedAvgPool``
-    for RCAM's TAP. ``map_dropout`` (InceptionV3: 0.5) acts on the map before pooling, as a
-    dropout before a 1x1-convolution classifier would.
+    ``forward(x (Tensor[B, 3, H, W]), labels (Tensor[B]) | None)`` returns ``(logits
+    Tensor[B, K], features Tensor[B, C, h, w])``; with an ACoL or SPG ``head`` in training, the
+    head's output (``ACoLOutput`` / ``SPGOutput``) in place of the logits. ``features`` is the
+    map CAM reads with ``cam_weight()``: the body's map, or ACoL's branch A. ``pool`` is
+    ``nn.AdaptiveAvgPool2d(1)``, or ``ThresholdedAvgPool`` for RCAM's TAP (in a head, the
+    head's pooling is replaced). ``map_dropout`` (InceptionV3: 0.5) acts on the map before
+    pooling, as a dropout before a 1x1-convolution classifier would.
 
     Args:
         fresh_prefixes: prefixes (within ``body``) of the layers not in ImageNet checkpoints;
             they and ``fc`` are initialized here (Xavier uniform, zero bias).
         fast_prefixes: prefixes (within ``body``) of the layers trained with the larger
-            learning rate, besides ``fc`` (the protocol: VGG ``conv6``, ResNet ``layer4``,
-            Inception's SPG head).
+            learning rate, besides ``fc`` and ``head`` (the protocol: VGG ``conv6``, ResNet
+            ``layer4``, Inception's SPG head).
+        head: an ``ACoLHead`` or ``SPGHead`` in place of ``pool`` and ``fc`` (initialized by
+            itself).
+        adl_after: names of the body's modules ADL follows (``wsol_method`` ``adl``).
+        spg_stages: names of the body's modules whose outputs SPG-B reads.
     """
 
     def __init__(self, body: nn.Module, channels: int, num_classes: int, *,
                  fresh_prefixes: tuple[str, ...], fast_prefixes: tuple[str, ...],
-                 tap_theta: float | None = None, map_dropout: float = 0.0) -> None:
+                 tap_theta: float | None = None, map_dropout: float = 0.0,
+                 head: ACoLHead | SPGHead | None = None, adl_after: tuple[str, ...] = (),
+                 adl_drop_rate: float = WSOL_DEFAULTS.adl_drop_rate,
+                 adl_threshold: float = WSOL_DEFAULTS.adl_threshold,
+                 spg_stages: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.body = body
         self.channels = channels
         self.map_dropout = nn.Dropout(map_dropout) if map_dropout > 0 else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1) if tap_theta is None else ThresholdedAvgPool(
             tap_theta)
-        self.fc = nn.Linear(channels, num_classes)
-        self.fast_prefixes = (*(f"body.{p}" for p in fast_prefixes), "fc.")
+        self.head = head
+        if head is None:
+            self.fc = nn.Linear(channels, num_classes)
+        else:
+            if tap_theta is not None:
+                head.pool = ThresholdedAvgPool(tap_theta)  # type: ignore[assignment]
+            if isinstance(head, ACoLHead):
+                self.channels = head.classifier_a.in_channels
+        if isinstance(head, SPGHead) and spg_stages is None:
+            raise ValueError("an SPG head needs spg_stages, the two body modules SPG-B reads")
+        self.fast_prefixes = (*(f"body.{p}" for p in fast_prefixes), "fc.", "head.")
         fresh = (*(f"body.{p}" for p in fresh_prefixes), "fc.")
         for name, module in self.named_modules():
             if f"{name}.".startswith(fresh) and isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        self.adl = nn.ModuleList(AttentionDropout(adl_drop_rate, adl_threshold)
+                                 for _ in adl_after)
+        modules = dict(body.named_modules())
+        for name, layer in zip(adl_after, self.adl, strict=True):
+            modules[name].register_forward_hook(
+                lambda _module, _inputs, output, layer=layer: layer(output))
+        self.spg_stages = spg_stages
+        self._taps: dict[str, Tensor] = {}
+        for key, name in zip(("stage1", "stage2"), spg_stages or (), strict=False):
+            modules[name].register_forward_hook(self._tap(key))
+        if isinstance(head, ACoLHead):
+            head.branch_a.register_forward_hook(self._tap("branch_a"))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _tap(self, key: str) -> Callable[[nn.Module, object, Tensor], None]:
+        def hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+            self._taps[key] = output
+        return hook
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Any, Tensor]:
+        self._taps.clear()
         features = self.body(x)
-        pooled = self.pool(self.map_dropout(features)).flatten(1)
-        return self.fc(pooled), features
+        if self.head is None:
+            pooled = self.pool(self.map_dropout(features)).flatten(1)
+            return self.fc(pooled), features
+        if isinstance(self.head, ACoLHead):
+            output = self.head(features, labels)
+            return output, self._taps.pop("branch_a")
+        stages = (self._taps.pop("stage1"), self._taps.pop("stage2"))
+        return self.head(features, stages if self.training else None), features
+
+    def cam_layer_names(self) -> tuple[str, str]:
+        """``(feature layer, classifier)`` names for ``camkit.attach``."""
+        if isinstance(self.head, ACoLHead):
+            return "head.branch_a", "head.classifier_a"
+        if isinstance(self.head, SPGHead):
+            return "body", "head.classifier"
+        return "body", "fc"
+
+    def cam_weight(self) -> Tensor:
+        """The classifier weight ``Tensor[K, C]`` CAM applies to ``features``."""
+        if isinstance(self.head, ACoLHead):
+            return self.head.classifier_a.weight.flatten(1)
+        if isinstance(self.head, SPGHead):
+            return self.head.classifier.weight.flatten(1)
+        return self.fc.weight
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """``(backbone, new)`` parameters: the second group gets the 10x learning rate."""
@@ -192,12 +271,42 @@ def build_body(name: str, *, large_feature_map: bool) -> _Body:
     raise ValueError(f"--backbone must be one of {BACKBONE_NAMES}, got {name!r}")
 
 
+def _without(body: nn.Module, names: tuple[str, ...]) -> nn.Sequential:
+    return nn.Sequential(OrderedDict((n, m) for n, m in body.named_children() if n not in names))
+
+
 def build_model(name: str, num_classes: int, *, large_feature_map: bool,
-                tap_theta: float | None = None, pretrained: str | Path | None = None
-                ) -> WSOLNet:
-    """The WSOL classifier of backbone ``name`` (see the module docstring)."""
+                tap_theta: float | None = None, pretrained: str | Path | None = None,
+                wsol_method: str = "cam", adl_drop_rate: float = WSOL_DEFAULTS.adl_drop_rate,
+                adl_threshold: float = WSOL_DEFAULTS.adl_threshold,
+                acol_threshold: float = WSOL_DEFAULTS.acol_threshold) -> WSOLNet:
+    """The WSOL classifier of backbone ``name`` trained by ``wsol_method`` (see the module
+    docstring)."""
+    if wsol_method not in WSOL_METHODS:
+        raise ValueError(f"--wsol-method must be one of {WSOL_METHODS}, got {wsol_method!r}")
     body, channels, fresh, fast = build_body(name, large_feature_map=large_feature_map)
+    head: ACoLHead | SPGHead | None = None
+    stages: tuple[str, str] | None = None
+    if wsol_method == "acol":
+        if name == "vgg16":
+            body, channels, fresh, fast = _without(body, ("conv6",)), 512, (), ()
+        elif name == "inception_v3":
+            body = _without(body, ("drop1", "SPG_A3_1b", "drop2", "SPG_A3_2b"))
+            channels, fresh, fast = 768, (), ()
+        head = ACoLHead(channels, num_classes, erase_threshold=acol_threshold,
+                        init="he" if name == "resnet50" else "xavier")
+    elif wsol_method == "spg":
+        (first, c1), (second, c2) = SPG_STAGES[name]
+        if name == "inception_v3" and not large_feature_map:
+            first = "maxpool3"  # Mixed_5d after the max-pooling, for 14 x 14 maps
+        stages = (first, second)
+        head = SPGHead(channels, num_classes, (c1, c2),
+                       hidden_channels=1024 if name == "resnet50" else 512)
     if pretrained is not None:
         load_imagenet_weights(body, pretrained, fresh_prefixes=fresh)
     return WSOLNet(body, channels, num_classes, fresh_prefixes=fresh, fast_prefixes=fast,
-                   tap_theta=tap_theta, map_dropout=0.5 if name == "inception_v3" else 0.0)
+                   tap_theta=tap_theta,
+                   map_dropout=0.5 if name == "inception_v3" and head is None else 0.0,
+                   head=head, adl_after=ADL_POSITIONS[name] if wsol_method == "adl" else (),
+                   adl_drop_rate=adl_drop_rate, adl_threshold=adl_threshold,
+                   spg_stages=stages)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .backbones import BACKBONE_NAMES
-from .config import BACKBONES, DATASETS, METHODS
+from .config import BACKBONES, DATASETS, METHODS, WSOL_DEFAULTS, WSOL_METHODS
 
 __all__ = ["build_parser", "parse_args"]
 
@@ -22,8 +22,9 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train_wsol.py",
-        description="Train and evaluate a WSOL classifier (CAM, RCAM or CREAM) on CUB, ILSVRC "
-                    "or OpenImages in the reference metadata layout.",
+        description="Train a WSOL classifier (--wsol-method: plain CAM training, HaS, ADL, "
+                    "CutMix, ACoL or SPG) and evaluate its CAM, RCAM or CREAM maps (--method) "
+                    "on CUB, ILSVRC or OpenImages in the reference metadata layout.",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=sorted(DATASETS), default="CUB",
@@ -44,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONE_NAMES, required=True)
-    model.add_argument("--method", choices=METHODS, required=True)
+    model.add_argument("--method", choices=METHODS, required=True,
+                       help="localization: cam, rcam (TAP in training, NWC maps, PaS "
+                            "threshold) or cream (context-embedding bank)")
     model.add_argument("--pretrained", type=Path, default=None,
                        help="local torchvision ImageNet checkpoint of the backbone (loaded with "
                             "weights_only=True; nothing is downloaded)")
@@ -54,6 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
                        default=None, help="default: on for resnet50, off otherwise")
     model.add_argument("--tap-theta", type=float, default=None,
                        help="rcam's TAP threshold (default: 0.1 vgg16, 0.0 otherwise)")
+
+    wsol = parser.add_argument_group(
+        "WSOL training method (defaults: the papers' and the reference protocol's, see "
+        "config.py WSOLDefaults)")
+    wsol.add_argument("--wsol-method", choices=WSOL_METHODS, default="cam",
+                      help="cam: cross-entropy; has: Hide-and-Seek on each batch; adl: "
+                           "attention-based dropout layers; cutmix: CutMix batches and loss "
+                           "(--method cream then updates the bank with each image's own "
+                           "label, the image the box was pasted into); acol: ACoL head (maps "
+                           "from branch A); spg: SPG head (default: cam)")
+    wsol.add_argument("--has-grid", type=_positive_int, default=WSOL_DEFAULTS.has_grid,
+                      help="HaS cell side in pixels (default: %(default)s, HaS-32)")
+    wsol.add_argument("--has-prob", type=float, default=WSOL_DEFAULTS.has_prob,
+                      help="HaS probability of hiding a cell (default: %(default)s)")
+    wsol.add_argument("--adl-drop-rate", type=float, default=WSOL_DEFAULTS.adl_drop_rate,
+                      help="ADL probability of the drop mask (default: %(default)s)")
+    wsol.add_argument("--adl-threshold", type=float, default=WSOL_DEFAULTS.adl_threshold,
+                      help="ADL drop threshold, fraction of the maximum (default: "
+                           "%(default)s)")
+    wsol.add_argument("--cutmix-alpha", type=float, default=WSOL_DEFAULTS.cutmix_alpha,
+                      help="CutMix Beta(alpha, alpha) parameter (default: %(default)s)")
+    wsol.add_argument("--cutmix-prob", type=float, default=WSOL_DEFAULTS.cutmix_prob,
+                      help="CutMix probability of mixing a batch (default: %(default)s)")
+    wsol.add_argument("--acol-threshold", type=float, default=WSOL_DEFAULTS.acol_threshold,
+                      help="ACoL erasing threshold (default: %(default)s)")
 
     train = parser.add_argument_group("training (defaults per --dataset, see config.py)")
     train.add_argument("--epochs", type=int, default=None)
@@ -141,6 +169,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      f"got {args.crop_size}")
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    for name in ("has_prob", "adl_drop_rate", "adl_threshold", "cutmix_prob", "acol_threshold"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}")
+    if not args.cutmix_alpha > 0.0:
+        parser.error(f"--cutmix-alpha must be > 0, got {args.cutmix_alpha}")
     if not 0.0 < args.curve_interval < 1.0:
         parser.error(f"--curve-interval must lie in (0, 1), got {args.curve_interval}")
     return args

@@ -11,9 +11,77 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BACKBONES", "DATASETS", "METHODS", "BackboneDefaults", "DatasetDefaults"]
+__all__ = [
+    "ADL_POSITIONS",
+    "BACKBONES",
+    "DATASETS",
+    "METHODS",
+    "SPG_STAGES",
+    "WSOL_DEFAULTS",
+    "WSOL_METHODS",
+    "BackboneDefaults",
+    "DatasetDefaults",
+    "WSOLDefaults",
+]
 
+#: Localization methods (``--method``): how the maps are read from the trained classifier.
 METHODS = ("cam", "rcam", "cream")
+
+#: Training methods (``--wsol-method``): how the classifier is trained.
+WSOL_METHODS = ("cam", "has", "adl", "cutmix", "acol", "spg")
+
+
+@dataclass(frozen=True)
+class WSOLDefaults:
+    """Hyperparameters of the WSOL training methods (``--wsol-method``), with their sources.
+
+    * HaS (Singh and Lee, ICCV 2017): ``has_grid`` 32 pixels and ``has_prob`` 0.5, the
+      "HaS-32" rows of Bae et al. (ECCV 2020) and the paper's hiding probability; hidden
+      cells take the dataset's mean pixel, 0 after the mean/std normalization.
+    * ADL (Choe and Shim, CVPR 2019): ``adl_drop_rate`` 0.75 and ``adl_threshold`` 0.8, the
+      authors' and the evaluation protocol's (Choe et al., CVPR 2020) code; inserted where
+      that code inserts it, see ``ADL_POSITIONS``.
+    * CutMix (Yun et al., ICCV 2019): ``cutmix_alpha`` 1.0 and ``cutmix_prob`` 1.0, the
+      protocol's code (the authors' ImageNet recipe uses the same alpha).
+    * ACoL (Zhang et al., CVPR 2018): ``acol_threshold`` 0.7, the protocol's
+      ``acol_threshold`` (the ACoL authors' scripts use 0.6); two branches of 1024 channels.
+    * SPG (Zhang et al., ECCV 2018): the protocol's thresholds ``((0.7, 0.01), (0.5, 0.05),
+      (0.7, 0.1))`` (``camkit.spg.SPG_THRESHOLDS``); the guidance masks at the crop size
+      (224 in the protocol).
+    """
+
+    has_grid: int = 32
+    has_prob: float = 0.5
+    adl_drop_rate: float = 0.75
+    adl_threshold: float = 0.8
+    cutmix_alpha: float = 1.0
+    cutmix_prob: float = 1.0
+    acol_threshold: float = 0.7
+
+
+WSOL_DEFAULTS = WSOLDefaults()
+
+#: Where ``--wsol-method adl`` inserts ADL: after these modules of the backbone's body (names
+#: within ``WSOLNet.body``). VGG16: after conv4_3's and conv5_3's ReLU (the protocol's
+#: ``configs_dict["ADL"]``: ``512, 512, 512, "A", "M", 512, 512, 512, "A"``). ResNet50: after
+#: ``layer3[0]``, ``layer4[0]`` and ``layer4[2]`` (the protocol's ``_ADL_POSITION = [[], [],
+#: [], [0], [0, 2]]``). InceptionV3: after the last block, on the feature map CAM reads (the
+#: protocol's exact places in its Inception code are not reproduced here).
+ADL_POSITIONS: dict[str, tuple[str, ...]] = {
+    "vgg16": ("features.22", "features.29"),
+    "resnet50": ("layer3.0", "layer4.0", "layer4.2"),
+    "inception_v3": ("SPG_A3_2b",),
+}
+
+#: The two intermediate feature maps SPG-B reads (``camkit.SPGHead``'s docstring): outputs of
+#: these modules of the body, ``(name, channels)``. VGG16: the conv4 block after its 3x3/2
+#: max-pooling (14 x 14 maps), the conv5 block. ResNet50: ``layer3[0]``, ``layer3[1:]``.
+#: InceptionV3: ``Mixed_5d`` (after the max-pooling for 14 x 14 maps), ``Mixed_6d``.
+SPG_STAGES: dict[str, tuple[tuple[str, int], tuple[str, int]]] = {
+    "vgg16": (("features.23", 512), ("features.29", 512)),
+    "resnet50": (("layer3.0", 1024), ("layer3", 1024)),
+    "inception_v3": (("Mixed_5d", 288), ("Mixed_6d", 768)),
+}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@
   the fixed-threshold localization accuracies.
 * ``cream``: CAM training that also learns the context-embedding bank (an update per step,
   from the step's features and its label-class CAM); EM re-activation at evaluation.
+
+Each combines with a training method (``WSOLTraining``, ``--wsol-method``): ``cam`` (plain
+cross-entropy), ``has`` (Hide-and-Seek on the batch), ``adl`` (ADL layers in the model),
+``cutmix`` (CutMix batch and loss), ``acol`` and ``spg`` (their heads and losses). Under CutMix
+CREAM's bank is updated with each image's own label (the label of the image the box was pasted
+into, whose share of the pixels is ``lam``).
 """
 
 from __future__ import annotations
@@ -20,17 +26,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camkit import class_activation_map, normalize_map, upsample_map
+from camkit import (
+    ACoLOutput,
+    SPGOutput,
+    acol_loss,
+    class_activation_map,
+    cutmix,
+    cutmix_loss,
+    hide_patches,
+    normalize_map,
+    spg_loss,
+    upsample_map,
+)
 from camkit.boxes import threshold_grid
 from camkit.cream import ContextEmbeddingBank, cream_map
 from camkit.metrics import BoxAccuracy, LocalizationAccuracy, PixelAP
 
 from .backbones import WSOLNet
+from .config import WSOL_DEFAULTS, WSOL_METHODS
 from .data import EvalSplit, load_masks
 from .distributed import Runtime, all_reduce_sum
 
 __all__ = [
     "EvalOptions",
+    "WSOLTraining",
     "autocast",
     "evaluate",
     "localization_maps",
@@ -52,6 +71,51 @@ class EvalOptions:
     cream_scale: float = 8.0
     cream_iterations: int = 2
     mask_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class WSOLTraining:
+    """How a training step changes the batch and the loss (defaults: ``config.WSOLDefaults``).
+
+    ``spg_size`` is the resolution of SPG's guidance masks (the protocol: 224, its crop).
+    ``generator`` is None: every draw comes from PyTorch's default generators, whose states the
+    checkpoints save, so a resumed run draws what an uninterrupted one would.
+    """
+
+    method: str = "cam"
+    has_grid: int = WSOL_DEFAULTS.has_grid
+    has_prob: float = WSOL_DEFAULTS.has_prob
+    cutmix_alpha: float = WSOL_DEFAULTS.cutmix_alpha
+    cutmix_prob: float = WSOL_DEFAULTS.cutmix_prob
+    spg_size: int = 224
+
+    def __post_init__(self) -> None:
+        if self.method not in WSOL_METHODS:
+            raise ValueError(f"--wsol-method must be one of {WSOL_METHODS}, got "
+                             f"{self.method!r}")
+
+    def step(self, model: nn.Module, images: Tensor, labels: Tensor,
+             runtime: Runtime) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, logits, features)`` of one training batch (images augmented here)."""
+        partner, lam = labels, 1.0
+        if self.method == "has":
+            images = hide_patches(images, self.has_grid, self.has_prob)
+        elif self.method == "cutmix":
+            mixed = cutmix(images, labels, self.cutmix_alpha, prob=self.cutmix_prob)
+            images, partner, lam = mixed.images, mixed.partner_labels, mixed.lam
+        with autocast(runtime):
+            output, features = model(images, labels)
+        if isinstance(output, ACoLOutput):
+            output = output._replace(logits=output.logits.float(),
+                                     logits_b=output.logits_b.float())
+            return acol_loss(output, labels), output.logits, features
+        if isinstance(output, SPGOutput):
+            output = SPGOutput(*(t.float() for t in output))
+            return spg_loss(output, labels, size=self.spg_size), output.logits, features
+        logits = output.float()
+        if self.method == "cutmix":
+            return cutmix_loss(logits, labels, partner, lam), logits, features
+        return F.cross_entropy(logits, labels), logits, features
 
 
 def progress(iterable: object, total: int, description: str, enabled: bool) -> object:
@@ -80,7 +144,7 @@ def localization_maps(net: WSOLNet, features: Tensor, classes: Tensor, *, method
     per-image min-max normalization (the protocol's order).
     """
     features = features.float()
-    weight = net.fc.weight.detach().float()
+    weight = net.cam_weight().detach().float()
     cam = class_activation_map(features, weight, classes, clamp_negative=method == "rcam")
     if method == "cream":
         if bank is None:
@@ -97,8 +161,9 @@ def train_epoch(model: nn.Module, net: WSOLNet, bank: ContextEmbeddingBank | Non
                 scaler: torch.amp.GradScaler, runtime: Runtime, *,
                 totals: Tensor | None = None, max_steps: int | None = None,
                 after_step: Callable[[int, Tensor], None] | None = None,
-                first_step: int = 0, show_progress: bool = False) -> Tensor:
-    """One epoch of cross-entropy training (and bank updates for CREAM).
+                first_step: int = 0, show_progress: bool = False,
+                wsol: WSOLTraining | None = None) -> Tensor:
+    """One epoch of training by ``wsol`` (default: cross-entropy), and bank updates for CREAM.
 
     Args:
         model: what is called on the images (``net``, or its DDP / compiled wrapper).
@@ -108,6 +173,8 @@ def train_epoch(model: nn.Module, net: WSOLNet, bank: ContextEmbeddingBank | Non
         max_steps: stop after this many steps of this epoch (counting ``first_step``).
         after_step: called with ``(steps done in this epoch, totals)`` after every step.
         first_step: steps of this epoch already done before (the loader skips them).
+        wsol: the training method; the bank learns each image's own label (under CutMix, the
+            image the box was pasted into).
 
     Returns:
         ``totals`` of this process.
@@ -121,13 +188,11 @@ def train_epoch(model: nn.Module, net: WSOLNet, bank: ContextEmbeddingBank | Non
             break
         images = images.to(runtime.device, non_blocking=True)
         labels = labels.to(runtime.device, non_blocking=True)
-        with autocast(runtime):
-            logits, features = model(images)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss, logits, features = (wsol or WSOLTraining()).step(model, images, labels, runtime)
         if bank is not None:
             with torch.no_grad():
                 detached = features.detach().float()
-                cam = class_activation_map(detached, net.fc.weight.detach().float(), labels)
+                cam = class_activation_map(detached, net.cam_weight().detach().float(), labels)
                 bank.update(detached, cam, labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

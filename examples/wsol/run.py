@@ -30,7 +30,7 @@ from .data import (
     load_train_split,
 )
 from .distributed import Runtime, barrier, setup_runtime, teardown
-from .engine import EvalOptions, evaluate, summarize_training, train_epoch
+from .engine import EvalOptions, WSOLTraining, evaluate, summarize_training, train_epoch
 
 __all__ = ["main"]
 
@@ -50,7 +50,8 @@ def write_json(path: Path, value: object) -> None:
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint must match to be resumed by this run."""
-    return {"backbone": args.backbone, "method": args.method, "num_classes": args.num_classes,
+    return {"backbone": args.backbone, "method": args.method, "wsol_method": args.wsol_method,
+            "num_classes": args.num_classes,
             "large_feature_map": args.large_feature_map, "dataset": args.dataset}
 
 
@@ -71,6 +72,7 @@ class Setup:
     sampler: ResumableDistributedSampler
     splits: dict[str, EvalSplit]
     options: EvalOptions
+    wsol: WSOLTraining
 
 
 def _loader(dataset: WSOLImages, sampler: object, args: argparse.Namespace,
@@ -126,7 +128,9 @@ def build(args: argparse.Namespace, runtime: Runtime) -> Setup:
     torch.manual_seed(args.seed)
     net = build_model(args.backbone, args.num_classes, large_feature_map=args.large_feature_map,
                       tap_theta=args.tap_theta if args.method == "rcam" else None,
-                      pretrained=args.pretrained).to(runtime.device)
+                      pretrained=args.pretrained, wsol_method=args.wsol_method,
+                      adl_drop_rate=args.adl_drop_rate, adl_threshold=args.adl_threshold,
+                      acol_threshold=args.acol_threshold).to(runtime.device)
     bank = None
     if args.method == "cream":
         generator = torch.Generator().manual_seed(args.seed)
@@ -145,13 +149,16 @@ def build(args: argparse.Namespace, runtime: Runtime) -> Setup:
                           curve_interval=args.curve_interval, loc_rule=args.loc_rule,
                           loc_theta=args.loc_theta, cream_scale=args.cream_scale,
                           cream_iterations=args.cream_iterations, mask_root=args.mask_root)
+    wsol = WSOLTraining(args.wsol_method, has_grid=args.has_grid, has_prob=args.has_prob,
+                        cutmix_alpha=args.cutmix_alpha, cutmix_prob=args.cutmix_prob,
+                        spg_size=args.crop_size)
     torch.manual_seed(args.seed + runtime.rank)  # per-process dropout streams
     model = wrap(net, args, runtime)
     eval_model = model if not runtime.distributed else net
     if runtime.distributed and args.compile:
         eval_model = torch.compile(net, backend=args.compile_backend)
     return Setup(args, runtime, net, model, eval_model, bank, optimizer, scheduler, scaler,
-                 train_set, sampler, splits, options)
+                 train_set, sampler, splits, options, wsol)
 
 
 def _state(setup: Setup, epoch: int, step: int, totals: torch.Tensor, log: list) -> dict:
@@ -220,7 +227,7 @@ def train(setup: Setup) -> list[dict]:
         totals = train_epoch(setup.model, setup.net, setup.bank, loader, setup.optimizer,
                              setup.scaler, runtime, totals=totals, first_step=first_step,
                              max_steps=args.max_steps_per_epoch, after_step=after_step,
-                             show_progress=not args.no_progress)
+                             show_progress=not args.no_progress, wsol=setup.wsol)
         record: dict[str, Any] = {"epoch": epoch + 1,
                                   "lr": [g["lr"] for g in setup.optimizer.param_groups],
                                   "train": summarize_training(totals, runtime)}
