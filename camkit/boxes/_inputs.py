@@ -16,11 +16,13 @@ from camkit._checks import is_tensor, real_number
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
 
 
-def as_float64_maps(value: object, name: str, *, ndim: tuple[int, ...]) -> np.ndarray:
+def as_float64_maps(value: object, name: str, *, ndim: tuple[int, ...],
+                    unit_interval: bool = True) -> np.ndarray:
     """Return ``value`` as a float64 array after checking the score-map rules of the protocol.
 
     Rules: a NumPy array or torch tensor of a floating dtype, ``ndim`` in ``ndim``, non-empty
-    spatial dims, finite, every value in [0, 1].
+    spatial dims, finite, every value in [0, 1] (any finite value when not ``unit_interval``:
+    the pointing games take maps of any scale).
     """
     if is_tensor(value):
         import torch
@@ -47,7 +49,7 @@ def as_float64_maps(value: object, name: str, *, ndim: tuple[int, ...]) -> np.nd
         low, high = float(array.min()), float(array.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name} must be finite, got NaN or infinite values")
-        if low < 0.0 or high > 1.0:
+        if unit_interval and (low < 0.0 or high > 1.0):
             raise ValueError(f"{name} must lie in [0, 1], got values in [{low}, {high}]")
     return np.ascontiguousarray(array)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from camkit._checks import check_finite_number, check_positive_int, is_tensor
-from camkit.boxes._inputs import as_boxes
+from camkit.boxes._inputs import as_boxes, as_float64_maps
 from camkit.metrics._pixel import IGNORE, as_masks
 from camkit.metrics._state import CountingState, as_image_list
 
@@ -46,8 +46,6 @@ TARGETS = ("boxes", "masks")
 #: the order of updates, merges and processes; the rounding is at most 2**-33 per map.
 ENERGY_UNIT = 1 << 32
 
-_NUMPY_FLOATS = (np.float16, np.float32, np.float64)
-
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -56,34 +54,11 @@ def as_any_float_maps(value: object, *, nonnegative: bool) -> np.ndarray:
     """``scoremaps`` as a C-contiguous float64 ``(B, H, W)`` or ``(H, W)`` array: a float array or
     tensor, finite, with non-empty spatial dims (and no negative value with ``nonnegative``).
     Unlike the box and pixel metrics, any range is accepted."""
-    name = "scoremaps"
-    if is_tensor(value):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
-        array = value.detach().cpu().double().numpy()
-    elif isinstance(value, np.ndarray):
-        if value.dtype.type not in _NUMPY_FLOATS:
-            raise TypeError(
-                f"{name} must have dtype float16, float32 or float64, got {value.dtype}"
-            )
-        array = value.astype(np.float64, copy=False)
-    else:
-        raise TypeError(
-            f"{name} must be a numpy.ndarray or torch.Tensor, got {type(value).__name__}"
-        )
-    if array.ndim not in (2, 3):
-        shapes = "(H, W) or (B, H, W)"
-        raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(array.shape)}")
-    if array.shape[-1] == 0 or array.shape[-2] == 0:
-        raise ValueError(f"{name} must have non-empty spatial dims, got shape {tuple(array.shape)}")
-    if array.size:
-        low, high = float(array.min()), float(array.max())
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError(f"{name} must be finite, got NaN or infinite values")
-        if nonnegative and low < 0.0:
-            raise ValueError(f"scoremaps must be non-negative for the energy pointing game (its "
-                             f"energy is the sum of the map's values), got a minimum of {low}")
-    return np.ascontiguousarray(array)
+    array = as_float64_maps(value, "scoremaps", ndim=(2, 3), unit_interval=False)
+    if nonnegative and array.size and (low := float(array.min())) < 0.0:
+        raise ValueError(f"scoremaps must be non-negative for the energy pointing game (its "
+                         f"energy is the sum of the map's values), got a minimum of {low}")
+    return array
 
 
 def split_targets(
