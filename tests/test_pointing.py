@@ -20,7 +20,8 @@ from camkit.metrics import (
     energy_pointing_game,
     pointing_game,
 )
-from camkit.metrics._pointing import ENERGY_UNIT, acceptance_region
+from camkit.metrics._energy import ENERGY_UNIT
+from camkit.metrics._pointing import acceptance_region
 
 
 # ---------------------------------------------------------------------------------------------

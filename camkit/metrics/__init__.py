@@ -15,16 +15,14 @@ which this package does not import.
 
 from camkit.boxes import threshold_grid
 from camkit.metrics._box import BoxAccuracy, BoxAccuracyResult, box_accuracy
-from camkit.metrics._localization import LocalizationAccuracy, LocalizationResult
-from camkit.metrics._pixel import IGNORE, PixelAP, PixelAPResult, pixel_ap
-from camkit.metrics._pointing import (
+from camkit.metrics._energy import (
     EnergyPointingGame,
     EnergyPointingGameResult,
-    PointingGame,
-    PointingGameResult,
     energy_pointing_game,
-    pointing_game,
 )
+from camkit.metrics._localization import LocalizationAccuracy, LocalizationResult
+from camkit.metrics._pixel import IGNORE, PixelAP, PixelAPResult, pixel_ap
+from camkit.metrics._pointing import PointingGame, PointingGameResult, pointing_game
 
 __all__ = [
     "IGNORE",

@@ -33,9 +33,10 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised in a subpro
                       "installed: pip install 'camkit[torchmetrics]'") from error
 
 from camkit.metrics._box import BoxAccuracy
+from camkit.metrics._energy import EnergyPointingGame
 from camkit.metrics._localization import LocalizationAccuracy
 from camkit.metrics._pixel import PixelAP
-from camkit.metrics._pointing import EnergyPointingGame, PointingGame
+from camkit.metrics._pointing import PointingGame
 from camkit.metrics._state import CountingState
 
 __all__ = [
