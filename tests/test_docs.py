@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, import_torchvision
 
 DOCS = REPO_ROOT / "docs"
 SOURCE = REPO_ROOT / "camkit"
@@ -153,7 +153,12 @@ def _quickstart_blocks() -> list[tuple[str, str]]:
 
 def test_quickstart_blocks_run(tmp_path, monkeypatch):
     """The python blocks run in order in one namespace, as a reader would paste them; then the
-    ``camkit ...`` lines of the bash blocks run on the files those blocks wrote."""
+    ``camkit ...`` lines of the bash blocks run on the files those blocks wrote.
+
+    The ecosystem blocks import torchvision, timm, transformers, torchmetrics and Lightning
+    (the ``test`` extra); torchvision's compiled ops do not load on a CPU-only torch, hence the
+    workaround first."""
+    import_torchvision()
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__quickstart__"}
     python_blocks, commands = 0, []

@@ -434,3 +434,52 @@ def test_wsol_method_options_are_checked(bench, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(tiny_args(bench, tmp_path / "run", "vgg16", "cam", "--has-prob", "1.5"))
     assert "--has-prob must lie in [0, 1]" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional libraries: --help without torchvision, one clear line when a run needs it
+# ---------------------------------------------------------------------------------------------
+_WITHOUT_TORCHVISION = (
+    "import runpy, sys\n"
+    "sys.modules['torchvision'] = None\n"  # every `import torchvision` raises ImportError
+    "sys.argv = sys.argv[1:]\n"
+    "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "finally:\n    print('imported:', sorted(m for m in sys.modules if m.startswith('torch')"
+    " and sys.modules[m] is not None), file=sys.stderr)"
+)
+
+
+def _run_without_torchvision(*argv: str) -> subprocess.CompletedProcess[str]:
+    script = REPO_ROOT / "examples" / "train_wsol.py"
+    return subprocess.run([sys.executable, "-c", _WITHOUT_TORCHVISION, str(script), *argv],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_help_works_without_torchvision():
+    done = _run_without_torchvision("--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: train_wsol.py")
+    assert "--wsol-method" in done.stdout and "{vgg16,resnet50,inception_v3}" in done.stdout
+    assert done.stderr.strip() == "imported: []"  # neither torch nor torchvision for --help
+
+
+def test_run_without_torchvision_ends_with_one_line_naming_the_extra(tmp_path):
+    output = tmp_path / "run"
+    done = _run_without_torchvision("--data-root", str(tmp_path), "--metadata-root",
+                                    str(tmp_path), "--backbone", "vgg16", "--method", "cam",
+                                    "--output", str(output))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    # The wrapper's own line first, then the script's one line.
+    imported, error = done.stderr.strip().splitlines()
+    assert imported.startswith("imported:")
+    assert error.startswith("train_wsol.py: error: torchvision is needed to train (")
+    assert "pip install 'camkit[examples]'" in error
+    assert not output.exists()
+
+
+def test_option_parser_lists_the_backbones_it_can_build():
+    from wsol import backbones, cli
+
+    assert cli.BACKBONE_NAMES == backbones.BACKBONE_NAMES

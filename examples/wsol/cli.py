@@ -6,8 +6,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from .backbones import BACKBONE_NAMES
 from .config import BACKBONES, DATASETS, METHODS, WSOL_DEFAULTS, WSOL_METHODS
+
+#: Read from the defaults table, so that ``--help`` never imports torchvision (``backbones``).
+BACKBONE_NAMES = tuple(BACKBONES)
 
 __all__ = ["build_parser", "parse_args"]
 
