@@ -34,10 +34,10 @@ from camkit.boxes._levels import level_sets, quantize
 from camkit.boxes._search import search_boxes
 
 #: The kernel's cost in full-map contour searches per pixel of map side, on the maps cheapest to
-#: search, rounded up. ``benchmarks/bench_metrics.py --only kernel-cost`` measures it: 0.20 on a
-#: single Gaussian blob at 112 and 224 pixels a side (0.14 at 448), medians of 0.09-0.16 (up to
-#: 0.21) on smooth CAM-like maps, 0.04 on cluttered ones. A search costs less on a set smaller
-#: than the map, which moves the balance toward the searches again.
+#: search, rounded up. ``benchmarks/bench_metrics.py --only kernel-cost`` measures it: 0.20-0.21 on
+#: a single Gaussian blob at 112 and 224 pixels a side (0.14-0.16 at 448), medians of 0.09-0.16
+#: (up to 0.21) on smooth CAM-like maps, 0.04 on cluttered ones. A search costs less on a set
+#: smaller than the map, which moves the balance toward the searches again.
 _SEARCHES_PER_SIDE = 0.25
 #: The kernel packs padded coordinates in 16 bits: longer sides are searched.
 _KERNEL_MAX_SIDE = 65533
