@@ -460,7 +460,8 @@ def test_help_works_without_torchvision():
     done = _run_without_torchvision("--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: train_wsol.py")
-    assert "--wsol-method" in done.stdout and "{vgg16,resnet50,inception_v3}" in done.stdout
+    assert "--wsol-method" in done.stdout
+    assert "{vgg16,resnet50,inception_v3,resnet50_se,mobilenet_v1}" in done.stdout
     assert done.stderr.strip() == "imported: []"  # neither torch nor torchvision for --help
 
 
@@ -483,3 +484,83 @@ def test_option_parser_lists_the_backbones_it_can_build():
     from wsol import backbones, cli
 
     assert cli.BACKBONE_NAMES == backbones.BACKBONE_NAMES
+
+
+# ---------------------------------------------------------------------------------------------
+# Bae et al.'s other backbones: ResNet50-SE and MobileNetV1 (randomly initialized)
+# ---------------------------------------------------------------------------------------------
+SIZES.update({"resnet50_se": ("36", "32"), "mobilenet_v1": ("36", "32")})
+
+
+@pytest.mark.parametrize(("backbone", "large", "side", "channels"), [
+    ("resnet50_se", True, 28, 2048), ("resnet50_se", False, 14, 2048),
+    ("mobilenet_v1", False, 14, 1024), ("mobilenet_v1", True, 28, 1024)])
+def test_rethinking_cam_backbones_have_the_wsol_layout(backbone, large, side, channels):
+    with torch.device("meta"):
+        net = build_model(backbone, 7, large_feature_map=large)
+        logits, features = net(torch.empty(2, 3, 224, 224))
+    assert tuple(features.shape) == (2, channels, side, side)
+    assert tuple(logits.shape) == (2, 7)
+
+
+def test_resnet50_se_has_one_squeeze_excitation_per_bottleneck():
+    from wsol.backbones import SqueezeExcitation
+
+    with torch.device("meta"):
+        net = build_model("resnet50_se", 3, large_feature_map=True)
+    blocks = [m for m in net.modules() if type(m).__name__ == "_SEBottleneck"]
+    gates = [m for m in net.modules() if isinstance(m, SqueezeExcitation)]
+    assert len(blocks) == len(gates) == 16  # 3 + 4 + 6 + 3 bottlenecks
+    for block in blocks:
+        out = block.bn3.num_features
+        assert (block.se.fc1.in_channels, block.se.fc1.out_channels) == (out, out // 16)
+
+
+def test_mobilenet_v1_is_the_standard_architecture():
+    with torch.device("meta"):
+        net = build_model("mobilenet_v1", 1000, large_feature_map=False)
+    convs = [m for m in net.body.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 27  # stem + 13 x (depthwise, pointwise)
+    assert sum(c.groups > 1 for c in convs) == 13
+    # 1.0-width MobileNetV1 has 4.2M parameters, its 1000-way classifier included.
+    assert 4.1e6 < sum(p.numel() for p in net.parameters()) < 4.3e6
+
+
+def test_squeeze_excitation_gates_each_channel():
+    from wsol.backbones import SqueezeExcitation
+
+    torch.manual_seed(0)
+    se = SqueezeExcitation(32, reduction=16)
+    x = torch.randn(2, 32, 5, 5)
+    gate = torch.sigmoid(se.fc2(torch.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
+    torch.testing.assert_close(se(x), x * gate)
+    with pytest.raises(ValueError, match="channels >= reduction"):
+        SqueezeExcitation(8, reduction=16)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50_se", "mobilenet_v1"])
+def test_one_short_epoch_of_the_rethinking_cam_backbones(bench, tmp_path, backbone):
+    output = tmp_path / "run"
+    results = main(tiny_args(bench, output, backbone, "cam", "--max-steps-per-epoch", "1"))
+    log = json.loads((output / "log.json").read_text())
+    assert log[0]["train"]["images"] == 2 and np.isfinite(log[0]["train"]["loss"])
+    for split in ("val", "test"):
+        assert results[split]["images"] == 4
+        assert 0.0 <= results[split]["max_box_acc_v2"] <= 100.0
+    assert load_last(output)["config"]["backbone"] == backbone
+
+
+@pytest.mark.parametrize("wsol_method", ["adl", "acol", "spg"])
+@pytest.mark.parametrize("backbone", ["resnet50_se", "mobilenet_v1"])
+def test_rethinking_cam_backbones_take_each_wsol_head(backbone, wsol_method):
+    torch.manual_seed(0)
+    net = build_model(backbone, 4, large_feature_map=False, wsol_method=wsol_method)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 3])
+    net.train()
+    output, _ = net(images, labels)
+    assert output is not None
+    net.eval()
+    with torch.no_grad():
+        logits, features = net(images)
+    assert tuple(logits.shape) == (2, 4) and features.shape[1] == net.channels
+    assert tuple(net.cam_weight().shape) == (4, net.channels)

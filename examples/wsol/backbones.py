@@ -7,6 +7,18 @@
 * ``inception_v3``: InceptionV3 up to ``Mixed_6e`` with a stride-1 ``Mixed_6a`` (padding 1),
   then the SPG-style head (two 3x3 convolutions of 1024 channels with ReLU, dropout 0.5
   before each): 14x14 at 224 (28x28 with the larger feature map).
+* ``resnet50_se``: ResNet50 with a squeeze-and-excitation module (Hu et al., CVPR 2018;
+  reduction 16, ``se.fc1``/``se.fc2`` as 1x1 convolutions) in every bottleneck, applied to
+  the residual branch before the addition; otherwise ``resnet50``'s layout (stride 1 in
+  ``layer4``, and in ``layer3`` with the larger feature map, the default: 28x28 at 224).
+  Randomly initialized: torchvision ships no SE-ResNet50 weights, so ``--pretrained`` takes
+  only a file holding every tensor of this body under these names.
+* ``mobilenet_v1``: MobileNetV1 (Howard et al., 2017), width 1.0: a 3x3/2 convolution of 32
+  channels, then 13 depthwise-separable blocks (``block1`` ... ``block13``: 3x3 depthwise +
+  BatchNorm + ReLU, 1x1 pointwise + BatchNorm + ReLU) up to 1024 channels. The stride of
+  ``block12`` (the last one) is 1: a 14x14 map at 224 (the CAM layout of Bae et al.), and
+  with the larger feature map also ``block6``'s: 28x28. Randomly initialized (no weights in
+  torchvision).
 
 Every model is a ``WSOLNet``: ``forward(x)`` returns ``(logits, features)`` where ``features``
 is the last map (after its ReLU) that CAM and CREAM read. ImageNet weights come only from a
@@ -17,9 +29,10 @@ The training method (``wsol_method``) changes the model for three of them:
 * ``adl``: ``camkit.AttentionDropout`` after the modules of ``config.ADL_POSITIONS`` (forward
   hooks: the state-dict keys, hence ImageNet checkpoints, are unchanged; identity in eval).
 * ``acol``: ``camkit.ACoLHead`` replaces pooling and classifier, on the protocol's ACoL
-  feature map (VGG16 conv5_3, 512 channels: the body without ``conv6``; ResNet50 ``layer4``;
-  InceptionV3 ``Mixed_6e``, 768 channels: the body without the SPG convolutions). CAM reads
-  branch A (``head.branch_a``, classifier ``head.classifier_a``).
+  feature map (VGG16 conv5_3, 512 channels: the body without ``conv6``; ResNet50 and
+  ResNet50-SE ``layer4``; InceptionV3 ``Mixed_6e``, 768 channels: the body without the SPG
+  convolutions; MobileNetV1 ``block13``, 1024 channels). CAM reads branch A
+  (``head.branch_a``, classifier ``head.classifier_a``).
 * ``spg``: ``camkit.SPGHead`` replaces pooling and classifier on the body's feature map, its
   SPG-B reading the maps of ``config.SPG_STAGES``. CAM reads the body's map with
   ``head.classifier``.
@@ -39,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import inception as tv_inception
+from torchvision.models import resnet as tv_resnet
 from torchvision.models import resnet50 as tv_resnet50
 from torchvision.models import vgg as tv_vgg
 
@@ -46,9 +60,14 @@ from camkit import ACoLHead, AttentionDropout, SPGHead, ThresholdedAvgPool
 
 from .config import ADL_POSITIONS, SPG_STAGES, WSOL_DEFAULTS, WSOL_METHODS
 
-__all__ = ["BACKBONE_NAMES", "WSOLNet", "build_model", "load_imagenet_weights"]
+__all__ = ["BACKBONE_NAMES", "RANDOM_INIT_BACKBONES", "SqueezeExcitation", "WSOLNet",
+           "build_model", "load_imagenet_weights"]
 
-BACKBONE_NAMES = ("vgg16", "resnet50", "inception_v3")
+BACKBONE_NAMES = ("vgg16", "resnet50", "inception_v3", "resnet50_se", "mobilenet_v1")
+
+#: Backbones without torchvision ImageNet weights (randomly initialized unless ``--pretrained``
+#: gives a file with every tensor of the body).
+RANDOM_INIT_BACKBONES = ("resnet50_se", "mobilenet_v1")
 
 
 class _DenseInceptionB(tv_inception.InceptionB):
@@ -65,6 +84,60 @@ class _DenseInceptionB(tv_inception.InceptionB):
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         branch_pool = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
         return [branch3x3, branch3x3dbl, branch_pool]
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gating of Hu et al. (CVPR 2018): ``x * sigmoid(fc2(relu(fc1(avgpool(x)))))``.
+
+    ``fc1`` and ``fc2`` are 1x1 convolutions (``channels -> channels // reduction ->
+    channels``), the same arithmetic as the paper's fully connected layers.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        if channels < reduction:
+            raise ValueError(f"SqueezeExcitation needs channels >= reduction, got channels="
+                             f"{channels}, reduction={reduction}")
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(scale), inplace=True)))
+
+
+class _SEBottleneck(tv_resnet.Bottleneck):
+    """torchvision's ResNet bottleneck with ``SqueezeExcitation`` on the residual branch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.se = SqueezeExcitation(self.bn3.num_features, reduction=16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.se(self.bn3(self.conv3(out)))
+        return self.relu(out + identity)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int,
+                  groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2,
+                       groups=groups, bias=False),
+        bn=nn.BatchNorm2d(out_channels), relu=nn.ReLU(inplace=True)))
+
+
+def _depthwise_separable(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(
+        depthwise=_conv_bn_relu(in_channels, in_channels, 3, stride, groups=in_channels),
+        pointwise=_conv_bn_relu(in_channels, out_channels, 1, 1)))
+
+
+#: MobileNetV1 (width 1.0) after its stem: ``(out_channels, stride)`` of each block.
+_MOBILENET_V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1),
+                        (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 
 
 def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -91,6 +164,36 @@ def _resnet50_body(large_feature_map: bool) -> _Body:
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
     return body, 2048, (), ("layer4.",)
+
+
+def _resnet50_se_body(large_feature_map: bool) -> _Body:
+    net = tv_resnet.ResNet(_SEBottleneck, [3, 4, 6, 3])
+    layers = [net.layer4] + ([net.layer3] if large_feature_map else [])
+    for layer in layers:
+        first = layer[0]
+        first.conv2.stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
+    return body, 2048, (), ("layer4.",)
+
+
+def _mobilenet_v1_body(large_feature_map: bool) -> _Body:
+    parts: list[tuple[str, nn.Module]] = [("stem", _conv_bn_relu(3, 32, 3, 2))]
+    channels = 32
+    for index, (out_channels, stride) in enumerate(_MOBILENET_V1_BLOCKS, start=1):
+        if index == 12 or (index == 6 and large_feature_map):
+            stride = 1  # the last stride (and with the larger map, the one before)
+        parts.append((f"block{index}", _depthwise_separable(channels, out_channels, stride)))
+        channels = out_channels
+    body = nn.Sequential(OrderedDict(parts))
+    for module in body.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return body, 1024, (), ("block12.", "block13.")
 
 
 def _inception_body(large_feature_map: bool) -> _Body:
@@ -268,6 +371,10 @@ def build_body(name: str, *, large_feature_map: bool) -> _Body:
         return _resnet50_body(large_feature_map)
     if name == "inception_v3":
         return _inception_body(large_feature_map)
+    if name == "resnet50_se":
+        return _resnet50_se_body(large_feature_map)
+    if name == "mobilenet_v1":
+        return _mobilenet_v1_body(large_feature_map)
     raise ValueError(f"--backbone must be one of {BACKBONE_NAMES}, got {name!r}")
 
 
@@ -294,14 +401,14 @@ def build_model(name: str, num_classes: int, *, large_feature_map: bool,
             body = _without(body, ("drop1", "SPG_A3_1b", "drop2", "SPG_A3_2b"))
             channels, fresh, fast = 768, (), ()
         head = ACoLHead(channels, num_classes, erase_threshold=acol_threshold,
-                        init="he" if name == "resnet50" else "xavier")
+                        init="he" if name in ("resnet50", "resnet50_se") else "xavier")
     elif wsol_method == "spg":
         (first, c1), (second, c2) = SPG_STAGES[name]
         if name == "inception_v3" and not large_feature_map:
             first = "maxpool3"  # Mixed_5d after the max-pooling, for 14 x 14 maps
         stages = (first, second)
         head = SPGHead(channels, num_classes, (c1, c2),
-                       hidden_channels=1024 if name == "resnet50" else 512)
+                       hidden_channels=1024 if name in ("resnet50", "resnet50_se") else 512)
     if pretrained is not None:
         load_imagenet_weights(body, pretrained, fresh_prefixes=fresh)
     return WSOLNet(body, channels, num_classes, fresh_prefixes=fresh, fast_prefixes=fast,

@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not check up front that every listed image exists")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", choices=BACKBONE_NAMES, required=True)
+    model.add_argument("--backbone", choices=BACKBONE_NAMES, required=True,
+                       help="resnet50_se (ResNet50 with squeeze-and-excitation, reduction 16) "
+                            "and mobilenet_v1 (width 1.0, last stride removed: 14x14 at 224) "
+                            "are the other two backbones of Bae et al. (ECCV 2020); no "
+                            "ImageNet weights for them are available offline, so they start "
+                            "from random initialization")
     model.add_argument("--method", choices=METHODS, required=True,
                        help="localization: cam, rcam (TAP in training, NWC maps, PaS "
                             "threshold) or cream (context-embedding bank)")
@@ -56,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--num-classes", type=_positive_int, default=None,
                        help="default: the dataset's (CUB 200, ILSVRC 1000, OpenImages 100)")
     model.add_argument("--large-feature-map", action=argparse.BooleanOptionalAction,
-                       default=None, help="default: on for resnet50, off otherwise")
+                       default=None,
+                       help="default: on for resnet50 and resnet50_se, off otherwise")
     model.add_argument("--tap-theta", type=float, default=None,
                        help="rcam's TAP threshold (default: 0.1 vgg16, 0.0 otherwise)")
 

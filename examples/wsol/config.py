@@ -66,21 +66,30 @@ WSOL_DEFAULTS = WSOLDefaults()
 #: ``configs_dict["ADL"]``: ``512, 512, 512, "A", "M", 512, 512, 512, "A"``). ResNet50: after
 #: ``layer3[0]``, ``layer4[0]`` and ``layer4[2]`` (the protocol's ``_ADL_POSITION = [[], [],
 #: [], [0], [0, 2]]``). InceptionV3: after the last block, on the feature map CAM reads (the
-#: protocol's exact places in its Inception code are not reproduced here).
+#: protocol's exact places in its Inception code are not reproduced here). ResNet50-SE: the
+#: places of ResNet50 (same module names). MobileNetV1 (not in the protocol's code): after
+#: ``block11`` and ``block13``, the last 512- and 1024-channel blocks, as VGG16's conv4_3 and
+#: conv5_3 end their 512-channel stages.
 ADL_POSITIONS: dict[str, tuple[str, ...]] = {
     "vgg16": ("features.22", "features.29"),
     "resnet50": ("layer3.0", "layer4.0", "layer4.2"),
     "inception_v3": ("SPG_A3_2b",),
+    "resnet50_se": ("layer3.0", "layer4.0", "layer4.2"),
+    "mobilenet_v1": ("block11", "block13"),
 }
 
 #: The two intermediate feature maps SPG-B reads (``camkit.SPGHead``'s docstring): outputs of
 #: these modules of the body, ``(name, channels)``. VGG16: the conv4 block after its 3x3/2
 #: max-pooling (14 x 14 maps), the conv5 block. ResNet50: ``layer3[0]``, ``layer3[1:]``.
 #: InceptionV3: ``Mixed_5d`` (after the max-pooling for 14 x 14 maps), ``Mixed_6d``.
+#: ResNet50-SE: as ResNet50. MobileNetV1 (not in the protocol's code): ``block6``, the first
+#: 512-channel block (14 x 14 at 224), and ``block11``, the last.
 SPG_STAGES: dict[str, tuple[tuple[str, int], tuple[str, int]]] = {
     "vgg16": (("features.23", 512), ("features.29", 512)),
     "resnet50": (("layer3.0", 1024), ("layer3", 1024)),
     "inception_v3": (("Mixed_5d", 288), ("Mixed_6d", 768)),
+    "resnet50_se": (("layer3.0", 1024), ("layer3", 1024)),
+    "mobilenet_v1": (("block6", 512), ("block11", 512)),
 }
 
 
@@ -102,25 +111,28 @@ class DatasetDefaults:
 class BackboneDefaults:
     """Architecture-dependent defaults."""
 
-    tap_theta: float  # TAP threshold ratio (Bae et al. 2020): 0.1 VGG, 0.0 ResNet/Inception
-    large_feature_map: bool  # ResNet50: 28x28 at 224; Inception: 28x28 instead of 14x14
+    tap_theta: float  # TAP threshold ratio (Bae et al. 2020): 0.1 VGG, 0.0 the others
+    large_feature_map: bool  # ResNets: 28x28 at 224; Inception, MobileNetV1: 28x28, not 14x14
     min_input: int  # smallest input side the architecture accepts
 
 
 DATASETS: dict[str, DatasetDefaults] = {
     "CUB": DatasetDefaults(
         num_classes=200, epochs=50, lr_decay_epochs=15, batch_size=32, weight_decay=1e-4,
-        lr={"vgg16": 1.7e-5, "resnet50": 1.7e-4, "inception_v3": 1.7e-3},
+        lr={"vgg16": 1.7e-5, "resnet50": 1.7e-4, "inception_v3": 1.7e-3,
+            "resnet50_se": 1.7e-4, "mobilenet_v1": 1.7e-4},
         localization="boxes", regressor_epochs=30,
     ),
     "ILSVRC": DatasetDefaults(
         num_classes=1000, epochs=10, lr_decay_epochs=3, batch_size=32, weight_decay=1e-4,
-        lr={"vgg16": 2e-5, "resnet50": 2e-4, "inception_v3": 2e-3},
+        lr={"vgg16": 2e-5, "resnet50": 2e-4, "inception_v3": 2e-3, "resnet50_se": 2e-4,
+            "mobilenet_v1": 2e-4},
         localization="boxes", regressor_epochs=6,
     ),
     "OpenImages": DatasetDefaults(
         num_classes=100, epochs=10, lr_decay_epochs=3, batch_size=32, weight_decay=5e-4,
-        lr={"vgg16": 2.3e-3, "resnet50": 2e-4, "inception_v3": 2e-3},
+        lr={"vgg16": 2.3e-3, "resnet50": 2e-4, "inception_v3": 2e-3,
+            "resnet50_se": 2e-4, "mobilenet_v1": 2e-4},
         localization="masks", regressor_epochs=0,
     ),
 }
@@ -129,4 +141,8 @@ BACKBONES: dict[str, BackboneDefaults] = {
     "vgg16": BackboneDefaults(tap_theta=0.1, large_feature_map=False, min_input=32),
     "resnet50": BackboneDefaults(tap_theta=0.0, large_feature_map=True, min_input=32),
     "inception_v3": BackboneDefaults(tap_theta=0.0, large_feature_map=False, min_input=75),
+    # Bae et al.'s other two backbones, randomly initialized (no weights ship offline): the
+    # learning rates above are ResNet50's, untuned starting points for these.
+    "resnet50_se": BackboneDefaults(tap_theta=0.0, large_feature_map=True, min_input=32),
+    "mobilenet_v1": BackboneDefaults(tap_theta=0.0, large_feature_map=False, min_input=32),
 }
