@@ -155,20 +155,55 @@ def class_activation_map(
     return saturate(_scaled_cam(selected, work), features.dtype).to(features.dtype)
 
 
-def normalize_map(maps: Tensor) -> Tensor:
-    """Per-map min-max normalization to [0, 1] over the last two dimensions.
+_NORMALIZATIONS = ("minmax", "ivr")
+_IVR_PERCENTILE = 0.45
+
+
+def _check_normalization(method: object, ivr_percentile: object) -> float | None:
+    """Check ``normalize_map``'s options; return the IVR fraction (``None`` for min-max)."""
+    if not isinstance(method, str) or method not in _NORMALIZATIONS:
+        raise ValueError(f"method must be one of {_NORMALIZATIONS}, got {method!r}")
+    if method == "minmax":
+        if ivr_percentile is not None:
+            raise ValueError("ivr_percentile applies to method='ivr' only, got "
+                             f"ivr_percentile={ivr_percentile!r} with method='minmax'")
+        return None
+    if ivr_percentile is None:
+        return _IVR_PERCENTILE
+    if isinstance(ivr_percentile, bool) or not isinstance(ivr_percentile, (int, float)):
+        raise TypeError("ivr_percentile must be a number in [0, 1), got "
+                        f"{type(ivr_percentile).__name__}")
+    if not 0.0 <= float(ivr_percentile) < 1.0:  # also refuses NaN
+        raise ValueError(f"ivr_percentile must be a fraction in [0, 1), got {ivr_percentile!r}")
+    return float(ivr_percentile)
+
+
+def normalize_map(maps: Tensor, *, method: str = "minmax",
+                  ivr_percentile: float | None = None) -> Tensor:
+    """Per-map normalization to [0, 1] over the last two dimensions: min-max or IVR.
+
+    ``method="minmax"`` (default): ``(M - min M) / (max M - min M)``.
+    ``method="ivr"`` (inferior value removal, Kim et al., ICCV 2021): the map's minimum is
+    replaced by its order statistic ``m = sort(M)[floor(N * ivr_percentile)]`` (``N = H * W``
+    values, sorted ascending, 0-based index), values below ``m`` are clipped to 0:
+    ``max(M - m, 0) / (max M - m)``. ``ivr_percentile=0`` gives min-max.
 
     A constant map, or one holding any NaN or infinity, becomes all zeros (the reference
     protocol's rule for constant and NaN maps, extended to infinities so the output is always
-    finite). Any finite map is normalized, also one whose range ``max - min`` exceeds the
-    dtype's largest value (such a map is halved first, exactly).
+    finite); with IVR so does a map whose order statistic ``m`` equals its maximum. Any finite
+    map is normalized, also one whose range ``max - min`` exceeds the dtype's largest value
+    (such a map is halved first, exactly).
 
     Args:
         maps (Tensor[..., H, W]): floating-point maps, at least 2-D.
+        method: ``"minmax"`` or ``"ivr"``.
+        ivr_percentile: IVR's fraction of the values removed, in [0, 1) (method ``"ivr"``
+            only). Default 0.45, the default of the IVR authors' evaluation script.
 
     Returns:
         Tensor[..., H, W]: normalized maps in ``maps``' dtype, always finite.
     """
+    fraction = _check_normalization(method, ivr_percentile)
     check_tensor(maps, "maps")
     if maps.dim() < 2:
         raise ValueError(f"maps must be at least 2-D (..., H, W), got shape {tuple(maps.shape)}")
@@ -178,14 +213,20 @@ def normalize_map(maps: Tensor) -> Tensor:
     flat = maps.to(dtype).flatten(-2)
     low = flat.amin(dim=-1, keepdim=True)
     high = flat.amax(dim=-1, keepdim=True)
-    # max - min can overflow, the difference of the halves cannot: it is finite iff the map is
+    floor = low
+    if fraction is not None:
+        rank = min(int(flat.shape[-1] * fraction), flat.shape[-1] - 1)  # 0-based order statistic
+        floor = flat.kthvalue(rank + 1, dim=-1, keepdim=True).values
+    # max - floor can overflow, the difference of the halves cannot: it is finite iff the map is
     # (amin/amax propagate NaN and infinities). Wide maps are halved (exact) before the shift.
-    halves = high * 0.5 - low * 0.5
+    halves = high * 0.5 - floor * 0.5
     wide = halves > torch.finfo(dtype).max / 4
     half = torch.where(wide, 0.5, 1.0).to(dtype)
-    span = torch.where(wide, halves, high - low)
-    valid = (span > 0) & (halves < math.inf)
-    shifted = torch.addcmul(-low * half, flat, half)  # (flat - low) * half, one pass
+    span = torch.where(wide, halves, high - floor)
+    valid = (span > 0) & (halves < math.inf) & (low > -math.inf)
+    shifted = torch.addcmul(-floor * half, flat, half)  # (flat - floor) * half, one pass
+    if fraction is not None:
+        shifted = shifted.clamp_min(0.0)  # IVR removes the values below the order statistic
     # Divide only where valid; elsewhere output zeros (never NaN).
     normalized = torch.where(valid, shifted / torch.where(valid, span, 1.0), 0.0)
     return normalized.view_as(maps).to(maps.dtype)

@@ -23,6 +23,7 @@ from camkit._discovery import (
     LogitsSelector,
     apply_head,
     discover,
+    resolve_module,
     select_logits,
     tokens_to_map,
     unwrap_model,
@@ -87,7 +88,8 @@ class Localization(NamedTuple):
     Attributes:
         logits (Tensor[B, K]): the model's logits (eval mode).
         classes (Tensor[B]): the class localized in each image.
-        maps (Tensor[B, h, w]): raw maps at feature resolution (CAM, or CREAM's map).
+        maps (Tensor[B, h, w]): raw maps at feature resolution (CAM, or CREAM's map, or the
+            output of ``attach``'s ``localization_map``).
         scoremaps (Tensor[B, H, W]): maps upsampled (bicubic) to the input size, min-max
             normalized to [0, 1].
         boxes (list[numpy.ndarray]): per image, one ``(4,)`` int box ``(x0, y0, x1, y1)``
@@ -138,7 +140,9 @@ class Localizer(nn.Module):
                  example_input: Tensor | None, threshold: str | float | None, q: float,
                  theta: float | None, momentum: float, delta: float, scale: float,
                  iterations: int,
-                 reshape_transform: Callable[[Tensor], Tensor] | None = None) -> None:
+                 reshape_transform: Callable[[Tensor], Tensor] | None = None,
+                 localization_map: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 map_layer: nn.Module | str | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -147,6 +151,15 @@ class Localizer(nn.Module):
         if reshape_transform is not None and not callable(reshape_transform):
             raise TypeError("reshape_transform must be a callable Tensor -> Tensor[B, C, h, w] "
                             f"or None, got {type(reshape_transform).__name__}")
+        if localization_map is not None and not callable(localization_map):
+            raise TypeError("localization_map must be a callable (features, classes) -> "
+                            f"Tensor[B, h, w] or None, got {type(localization_map).__name__}")
+        if localization_map is not None and method != "cam":
+            raise ValueError("localization_map= replaces the CAM of method='cam' only (RCAM's "
+                             "weight clamping and CREAM's re-activation act on the classifier's "
+                             f"CAM); attach with method='cam', got method={method!r}")
+        if map_layer is not None and localization_map is None:
+            raise ValueError("map_layer= names the input of localization_map=; give both")
         self.model = model
         self.method = method
         self.clamp_negative = (method == "rcam") if clamp_negative is None else bool(
@@ -159,7 +172,12 @@ class Localizer(nn.Module):
         self.iterations = check_positive_int(iterations, "iterations")
         self.logits_selector = logits
         self.reshape_transform = reshape_transform
+        self.localization_map = localization_map
         core = unwrap_model(model)
+        self.map_layer_name: str | None = None
+        map_module: nn.Module | None = None
+        if map_layer is not None:
+            self.map_layer_name, map_module = resolve_module(core, map_layer, "map_layer")
         found = discover(core, feature_layer=feature_layer, classifier=classifier,
                          num_classes=num_classes, logits=logits, example_input=example_input,
                          reshape_transform=reshape_transform)
@@ -181,6 +199,7 @@ class Localizer(nn.Module):
                 self.bank.to(param.device)
         self._capture = Capture()
         self._grid_capture = Capture()
+        self._map_capture = Capture()
         handles: list[Any] = []
         swaps: list[Swap] = []
         self._finalizer = weakref.finalize(self, release, handles, swaps)
@@ -190,6 +209,8 @@ class Localizer(nn.Module):
         handles.append(found.feature_layer.register_forward_hook(self._capture.hook))
         if found.grid_layer is not None:
             handles.append(found.grid_layer.register_forward_hook(self._grid_capture.hook))
+        if map_module is not None:
+            handles.append(map_module.register_forward_hook(self._map_capture.hook))
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -202,6 +223,7 @@ class Localizer(nn.Module):
         self._finalizer()
         self._capture.store.clear()
         self._grid_capture.store.clear()
+        self._map_capture.store.clear()
         return self.model
 
     def __enter__(self) -> Localizer:
@@ -215,29 +237,35 @@ class Localizer(nn.Module):
             raise RuntimeError("this Localizer was detached; call camkit.attach(model) again")
 
     # ------------------------------------------------------------------ running
-    def _run(self, x: Tensor) -> tuple[object, Tensor]:
-        """Call the model, returning its output and the captured ``(B, C, h, w)`` features.
+    def _run(self, x: Tensor) -> tuple[object, Tensor, Tensor | None]:
+        """Call the model: its output, the captured ``(B, C, h, w)`` features, and the output
+        of ``map_layer`` (``None`` without one).
 
         Token models: the captured ``(B, N, C)`` tokens lose their prefix tokens and are laid
         out on the patch grid captured in the same forward; ``reshape_transform`` (when given)
         maps the feature layer's output instead.
         """
         self._check_attached()
-        capture, grid_capture = self._capture, self._grid_capture
+        capture, grid_capture, map_capture = self._capture, self._grid_capture, self._map_capture
         with capture.lock:
-            capture.store.clear()
-            grid_capture.store.clear()
-            capture.active = grid_capture.active = True
+            for each in (capture, grid_capture, map_capture):
+                each.store.clear()
+                each.active = True
             try:
                 output = self.model(x)
             finally:
-                capture.active = grid_capture.active = False
+                capture.active = grid_capture.active = map_capture.active = False
                 store, grids = dict(capture.store), dict(grid_capture.store)
-                capture.store.clear()
-                grid_capture.store.clear()
+                mapped = dict(map_capture.store)
+                for each in (capture, grid_capture, map_capture):
+                    each.store.clear()
         if not store:
             raise RuntimeError(f"the feature layer {self.feature_name!r} did not run during the "
                                "forward pass")
+        if self.map_layer_name is not None and not mapped:
+            raise RuntimeError(f"the map layer {self.map_layer_name!r} did not run during the "
+                               "forward pass")
+        map_features = self._gather(mapped) if mapped else None
         features = self._gather(store)
         if self.reshape_transform is not None:
             features = self.reshape_transform(features)
@@ -248,7 +276,7 @@ class Localizer(nn.Module):
             grid = next(iter(grids.values())).shape[-2:] if grids else None
             features = tokens_to_map(features, self.token_prefix,
                                      None if grid is None else (grid[0], grid[1]))
-        return output, features
+        return output, features, map_features
 
     def _gather(self, store: dict[torch.device, Tensor]) -> Tensor:
         if len(store) == 1:
@@ -282,7 +310,7 @@ class Localizer(nn.Module):
 
         Returns the model's output unchanged (tensor, tuple or mapping).
         """
-        output, features = self._run(x)
+        output, features, _ = self._run(x)
         if labels is not None and self.bank is not None:
             with torch.no_grad():
                 embedded = self._embed(features.detach())
@@ -321,6 +349,10 @@ class Localizer(nn.Module):
         if method is not None and method != self.method:
             if method not in _METHODS:
                 raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+            if self.localization_map is not None:
+                raise ValueError(f"method={method!r} is not available on a handle attached with "
+                                 "localization_map= (its maps replace CAM); use method='cam', "
+                                 "and threshold='pas' for percentile boxes")
             if method == "cream" and self.bank is None:
                 raise ValueError("method='cream' needs the context embeddings of a handle "
                                  "attached with method='cream' (or the default method=None)")
@@ -329,16 +361,20 @@ class Localizer(nn.Module):
         chosen_method = method or self.method
         use_cream = chosen_method in (None, "cream")
         with torch.no_grad(), eval_mode(list(self.model.modules())):
-            output, features = self._run(x)
+            output, features, map_features = self._run(x)
             logits = select_logits(output, self.logits_selector)
             embedded = self._embed(features)
             chosen = classes if classes is not None else labels
             if chosen is None:
                 chosen = logits.argmax(dim=1)
             chosen = _check_labels(chosen, embedded, self.num_classes)
-            cam = self._cam(embedded, chosen, clamp)
-            maps = self._cream(embedded, cam, chosen, auto=chosen_method is None) \
-                if use_cream else cam
+            if self.localization_map is not None:
+                maps = self._given_map(features if map_features is None else map_features,
+                                       chosen)
+            else:
+                cam = self._cam(embedded, chosen, clamp)
+                maps = self._cream(embedded, cam, chosen, auto=chosen_method is None) \
+                    if use_cream else cam
             scoremaps = normalize_map(upsample_map(maps, (x.shape[-2], x.shape[-1])))
             thresholds = self._thresholds(scoremaps, rule)
         found: list[np.ndarray | None] = [None] * x.shape[0]
@@ -347,6 +383,17 @@ class Localizer(nn.Module):
             found = [_boxes_from_scoremap(host[i], float(t), multi_contour)
                      for i, t in enumerate(thresholds.tolist())]
         return Localization(logits, chosen, maps, scoremaps, found, thresholds)
+
+    def _given_map(self, features: Tensor, classes: Tensor) -> Tensor:
+        """``localization_map(features, classes)``, checked to be ``(B, h', w')``."""
+        assert self.localization_map is not None
+        maps = self.localization_map(features, classes)
+        batch = classes.shape[0]
+        if not isinstance(maps, Tensor) or maps.dim() != 3 or maps.shape[0] != batch \
+                or not maps.is_floating_point():
+            raise ValueError(f"localization_map must return a floating-point (B={batch}, h, w) "
+                             f"tensor, got {getattr(maps, 'shape', type(maps).__name__)}")
+        return maps
 
     def _cream(self, embedded: Tensor, cam: Tensor, classes: Tensor, auto: bool) -> Tensor:
         """CREAM maps ``(B, h, w)``; ``auto``: the CAM map for classes never trained."""
@@ -396,7 +443,9 @@ def attach(model: nn.Module, *, method: str | None = None,
            threshold: str | float | None = None, q: float = 90.0, theta: float | None = None,
            momentum: float = 0.8, delta: float = 0.2, scale: float = 8.0,
            iterations: int = 2,
-           reshape_transform: Callable[[Tensor], Tensor] | None = None) -> Localizer:
+           reshape_transform: Callable[[Tensor], Tensor] | None = None,
+           localization_map: Callable[[Tensor, Tensor], Tensor] | None = None,
+           map_layer: nn.Module | str | None = None) -> Localizer:
     """Attach CAM (``"cam"``), RCAM (``"rcam"``) or CREAM (``"cream"``) to a classifier.
 
     ``loc = camkit.attach(model)`` then ``loc.localize(images)``. CNNs whose head pools the
@@ -432,6 +481,17 @@ def attach(model: nn.Module, *, method: str | None = None,
             the automatic token handling. The pooled map must still reproduce the logits
             (a warning instead of an error when ``feature_layer=`` and ``classifier=`` are
             both given).
+        localization_map: a callable ``(features, classes (Tensor[B])) -> Tensor[B, h', w']``
+            whose raw maps replace CAM in ``localize`` (e.g. ``ACoLHead.localization_map``,
+            the protocol's fused map of both branches); ``features`` is the output of
+            ``map_layer`` (default: the feature layer's captured ``Tensor[B, C, h, w]``).
+            ``localize`` upsamples and min-max normalizes the maps as it does CAM, and runs
+            the callable in eval mode without gradients. Needs ``method="cam"``: RCAM's weight
+            clamping and CREAM's re-activation act on the classifier's CAM, so they are
+            refused here and per call (give ``threshold="pas"`` for percentile boxes).
+        map_layer: a module or dotted name whose output (a tensor) is passed to
+            ``localization_map`` in place of the feature layer's, when the map needs another
+            input (``ACoLHead.localization_map`` reads the head's input, e.g. the backbone).
 
     Returns:
         Localizer: an ``nn.Module`` and context manager; ``detach()`` removes its hook (and is
@@ -441,5 +501,6 @@ def attach(model: nn.Module, *, method: str | None = None,
                      num_classes=num_classes, tap=tap, clamp_negative=clamp_negative,
                      logits=logits, example_input=example_input, threshold=threshold, q=q,
                      theta=theta, momentum=momentum, delta=delta, scale=scale,
-                     iterations=iterations, reshape_transform=reshape_transform)
+                     iterations=iterations, reshape_transform=reshape_transform,
+                     localization_map=localization_map, map_layer=map_layer)
 

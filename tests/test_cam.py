@@ -526,3 +526,102 @@ def test_nan_and_inf_propagate_through_cam_and_upsample():
     up = upsample_map(maps, 8)
     assert bool(torch.isnan(up[0]).any()) and is_finite(up[1])
     assert is_finite(normalize_map(up)) and bool((normalize_map(up)[0] == 0).all())
+
+
+# ------------------------------------------------------------------------------ IVR normalization
+def reference_ivr(maps, percentile):
+    """IVR per map with Python loops in float64: sort, take the order statistic, clip, scale."""
+    out = torch.zeros(maps.shape, dtype=torch.float64)
+    flat_maps = maps.reshape(-1, maps.shape[-2], maps.shape[-1])
+    flat_out = out.view(-1, maps.shape[-2], maps.shape[-1])
+    for n in range(flat_maps.shape[0]):
+        values = sorted(float(v) for v in flat_maps[n].flatten())
+        floor, peak = values[int(len(values) * percentile)], values[-1]
+        if peak <= floor:
+            continue  # all zeros
+        for i in range(maps.shape[-2]):
+            for j in range(maps.shape[-1]):
+                flat_out[n, i, j] = max(float(flat_maps[n, i, j]) - floor, 0.0) / (peak - floor)
+    return out
+
+
+@pytest.mark.parametrize("percentile", [0.0, 0.1, 0.45, 0.6, 0.9, 0.99])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ivr_equals_loop_reference(percentile, dtype):
+    gen = torch.Generator().manual_seed(3)
+    maps = torch.randn(2, 3, 5, 7, generator=gen, dtype=torch.float64).to(dtype)
+    out = normalize_map(maps, method="ivr", ivr_percentile=percentile)
+    assert out.dtype == dtype and out.shape == maps.shape
+    assert_close(out.double(), reference_ivr(maps, percentile), atol=1e-6, rtol=1e-6)
+
+
+def test_ivr_default_percentile_and_worked_example():
+    maps = torch.arange(10.0).view(2, 5)  # sorted values 0..9: floor(10 * 0.45) = 4 -> m = 4
+    expected = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [0.2, 0.4, 0.6, 0.8, 1.0]])
+    assert_close(normalize_map(maps, method="ivr"), expected)
+    assert_close(normalize_map(maps, method="ivr", ivr_percentile=0.45), expected)
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.floats(0.0, 0.999), st.integers(0, 2**31 - 1))
+def test_ivr_properties(height, width, percentile, seed):
+    maps = torch.randn(3, height, width, generator=torch.Generator().manual_seed(seed))
+    out = normalize_map(maps, method="ivr", ivr_percentile=percentile)
+    assert torch.isfinite(out).all() and (out >= 0).all() and (out <= 1 + 1e-6).all()
+    # Where a map is normalized at all, its maximum is 1 and IVR never exceeds min-max.
+    minmax = normalize_map(maps)
+    assert (out <= minmax + 1e-6).all()
+    peak = out.flatten(1).amax(dim=1)
+    assert ((peak == 0) | torch.isclose(peak, torch.ones(()))).all()
+    # Invariant to a positive affine change of the values.
+    assert_close(normalize_map(maps * 3.0 + 2.0, method="ivr", ivr_percentile=percentile), out,
+                 atol=1e-5, rtol=1e-5)
+
+
+def test_ivr_with_percentile_zero_is_minmax():
+    maps = torch.randn(4, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert_close(normalize_map(maps, method="ivr", ivr_percentile=0.0), normalize_map(maps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_ivr_degenerate_maps_give_zeros(dtype):
+    constant = torch.full((2, 4, 4), 3.0, dtype=dtype)
+    assert (normalize_map(constant, method="ivr") == 0).all()
+    # The order statistic equals the maximum: half the values tie at the peak.
+    ties = torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=dtype)
+    assert (normalize_map(ties, method="ivr", ivr_percentile=0.5) == 0).all()
+    for special in (math.nan, math.inf, -math.inf):
+        holed = torch.randn(3, 3).to(dtype)
+        holed[0, 0] = special
+        out = normalize_map(holed, method="ivr", ivr_percentile=0.5)
+        assert (out == 0).all() and out.dtype == dtype
+    assert normalize_map(torch.zeros(0, 3, 3), method="ivr").shape == (0, 3, 3)
+    single = normalize_map(torch.tensor([[5.0]]), method="ivr", ivr_percentile=0.9)
+    assert (single == 0).all()
+
+
+def test_ivr_range_wider_than_the_dtype():
+    big = torch.finfo(torch.float32).max
+    maps = torch.tensor([[-big, -big, 0.0, big]])
+    out = normalize_map(maps, method="ivr", ivr_percentile=0.5)  # m = 0: [0, 0, 0, 1]
+    assert_close(out, torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"method": "max"}, ValueError, r"method must be one of \('minmax', 'ivr'\), got 'max'"),
+    ({"method": None}, ValueError, r"method must be one of"),
+    ({"ivr_percentile": 0.5}, ValueError, r"ivr_percentile applies to method='ivr' only"),
+    ({"method": "ivr", "ivr_percentile": 1.0}, ValueError,
+     r"ivr_percentile must be a fraction in \[0, 1\), got 1.0"),
+    ({"method": "ivr", "ivr_percentile": 45}, ValueError,
+     r"ivr_percentile must be a fraction in \[0, 1\), got 45"),
+    ({"method": "ivr", "ivr_percentile": -0.1}, ValueError, r"ivr_percentile must be a fraction"),
+    ({"method": "ivr", "ivr_percentile": math.nan}, ValueError,
+     r"ivr_percentile must be a fraction"),
+    ({"method": "ivr", "ivr_percentile": True}, TypeError,
+     r"ivr_percentile must be a number in \[0, 1\), got bool"),
+    ({"method": "ivr", "ivr_percentile": "0.5"}, TypeError,
+     r"ivr_percentile must be a number in \[0, 1\), got str"),
+])
+def test_normalize_map_refuses_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        normalize_map(torch.zeros(2, 2), **kwargs)

@@ -420,3 +420,103 @@ def test_tap_applies_to_the_heads_pooling():
     assert isinstance(net.head.pool, camkit.ThresholdedAvgPool)
     loc.detach()
     assert isinstance(net.head.pool, nn.AdaptiveAvgPool2d)
+
+
+# ------------------------------------------------------------ attach with a head's own map
+def test_attach_with_acol_localization_map_gives_the_fused_map():
+    torch.manual_seed(1)
+    net = TinyAcolNet().eval()
+    images, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 1])
+    example = torch.randn(1, 3, 16, 16)
+    with camkit.attach(net, method="cam", example_input=example,
+                       localization_map=net.head.localization_map, map_layer="body") as loc:
+        assert loc.map_layer_name == "body"
+        result = loc.localize(images, labels=labels)
+        predicted = loc.localize(images)
+        pas = loc.localize(images, labels=labels, threshold="pas")
+    assert not net.training
+    with torch.no_grad():
+        expected = net.head.localization_map(net.body(images), labels)
+        top1 = net(images).argmax(dim=1)
+        expected_top1 = net.head.localization_map(net.body(images), top1)
+    torch.testing.assert_close(result.maps, expected, atol=0, rtol=0)
+    torch.testing.assert_close(result.scoremaps, camkit.normalize_map(
+        camkit.upsample_map(expected, (16, 16))), atol=0, rtol=0)
+    torch.testing.assert_close(predicted.classes, top1)
+    torch.testing.assert_close(predicted.maps, expected_top1, atol=0, rtol=0)
+    torch.testing.assert_close(pas.maps, expected, atol=0, rtol=0)
+    assert len(result.boxes) == 4 and all(box.shape == (4,) for box in result.boxes)
+
+
+def test_attach_localization_map_without_map_layer_reads_the_feature_layer():
+    net = TinyAcolNet().eval()
+    images, labels = torch.randn(2, 3, 16, 16), torch.tensor([2, 0])
+    seen = []
+
+    def branch_a_map(features, classes):
+        seen.append(features.shape)
+        return net.head.classifier_a(features)[torch.arange(features.shape[0]), classes]
+
+    loc = camkit.attach(net, method="cam", example_input=torch.randn(1, 3, 16, 16),
+                        localization_map=branch_a_map)
+    plain = camkit.attach(net, method="cam", example_input=torch.randn(1, 3, 16, 16))
+    result, cam = loc.localize(images, labels=labels), plain.localize(images, labels=labels)
+    assert seen == [torch.Size([2, 8, 8, 8])]  # head.branch_a's output, the classifier input
+    torch.testing.assert_close(result.maps, cam.maps, atol=1e-5, rtol=1e-5)
+    loc.detach()
+    plain.detach()
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"localization_map": 3}, TypeError,
+     r"localization_map must be a callable \(features, classes\) -> Tensor\[B, h, w\] or None, "
+     r"got int"),
+    ({"localization_map": lambda f, c: f[:, 0], "method": "rcam"}, ValueError,
+     r"localization_map= replaces the CAM of method='cam' only .* got method='rcam'"),
+    ({"localization_map": lambda f, c: f[:, 0], "method": None}, ValueError,
+     r"attach with method='cam', got method=None"),
+    ({"map_layer": "body"}, ValueError, r"map_layer= names the input of localization_map=; "
+     r"give both"),
+    ({"localization_map": lambda f, c: f[:, 0], "method": "cam", "map_layer": "nope"},
+     ValueError, r"map_layer='nope' is not a submodule of the model"),
+    ({"localization_map": lambda f, c: f[:, 0], "method": "cam", "map_layer": 1.5},
+     TypeError, r"map_layer must be an nn.Module or a dotted name, got float"),
+])
+def test_attach_refuses_bad_localization_map_options(kwargs, error, match):
+    net = TinyAcolNet().eval()
+    with pytest.raises(error, match=match):
+        camkit.attach(net, example_input=torch.randn(1, 3, 16, 16), **kwargs)
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    (lambda f, c: f, r"localization_map must return a floating-point \(B=2, h, w\) tensor, "
+     r"got torch.Size\(\[2, 6, 8, 8\]\)"),
+    (lambda f, c: f[:1, 0], r"localization_map must return a floating-point \(B=2, h, w\)"),
+    (lambda f, c: f[:, 0].long(), r"localization_map must return a floating-point"),
+    (lambda f, c: None, r"localization_map must return .* got NoneType"),
+])
+def test_localize_refuses_a_bad_localization_map_result(fn, match):
+    net = TinyAcolNet().eval()
+    loc = camkit.attach(net, method="cam", example_input=torch.randn(1, 3, 16, 16),
+                        localization_map=fn, map_layer=net.body)
+    with pytest.raises(ValueError, match=match):
+        loc.localize(torch.randn(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("method", ["rcam", "cream"])
+def test_localize_refuses_other_methods_with_a_localization_map(method):
+    net = TinyAcolNet().eval()
+    loc = camkit.attach(net, method="cam", example_input=torch.randn(1, 3, 16, 16),
+                        localization_map=net.head.localization_map, map_layer="body")
+    with pytest.raises(ValueError, match=rf"method='{method}' is not available on a handle "
+                       r"attached with localization_map="):
+        loc.localize(torch.randn(2, 3, 16, 16), method=method)
+
+
+def test_localize_refuses_a_map_layer_that_did_not_run():
+    net = TinyAcolNet().eval()  # branch B runs in training only
+    loc = camkit.attach(net, method="cam", example_input=torch.randn(1, 3, 16, 16),
+                        localization_map=net.head.localization_map, map_layer="head.branch_b")
+    with pytest.raises(RuntimeError, match=r"the map layer 'head.branch_b' did not run during "
+                       r"the forward pass"):
+        loc.localize(torch.randn(2, 3, 16, 16))
