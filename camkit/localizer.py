@@ -13,31 +13,26 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from camkit._discovery import (
-    LogitsSelector,
-    apply_head,
-    discover,
-    resolve_module,
-    select_logits,
-    tokens_to_map,
-    unwrap_model,
-)
+from camkit._classifier_head import apply_head
+from camkit._discovery import discover
 from camkit._hooks import Capture, Swap, eval_mode, release, swap_pooling
-from camkit._validation import (
-    INDEX_DTYPES,
-    check_finite_number,
-    check_positive_int,
-    check_tensor,
-    index_bounds,
+from camkit._localization_result import (
+    Localization,
+    box_thresholds,
+    boxes_from_scoremap,
+    check_labels,
+    check_rule,
 )
+from camkit._runner import feature_map, gather, run_captured
+from camkit._trace import LogitsSelector, resolve_module, select_logits, unwrap_model
+from camkit._validation import check_finite_number, check_positive_int, check_tensor
 from camkit.cam import class_activation_map, normalize_map, upsample_map
-from camkit.threshold import percentile_threshold
 
 if TYPE_CHECKING:
     from camkit.cream import ContextEmbeddingBank
@@ -45,75 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Localization", "Localizer", "attach"]
 
 _METHODS = ("cam", "rcam", "cream")
-_RULES = ("max", "pas")
-
-
-def _check_rule(rule: object) -> str | float:
-    """Check a box rule: ``"max"``, ``"pas"`` or a fraction in [0, 1] (returned as float)."""
-    if isinstance(rule, str):
-        if rule not in _RULES:
-            raise ValueError(f"threshold must be 'max', 'pas' or a number in [0, 1], got {rule!r}")
-        return rule
-    return check_finite_number(rule, "threshold", low=0.0, high=1.0)
-
-
-def _check_labels(labels: Tensor | int, ref: Tensor, num_classes: int) -> Tensor:
-    """Check classes given per image (or one int / 0-D tensor for all) against ``ref``'s batch.
-
-    Returns them as a ``(B,)`` long tensor on ``ref``'s device.
-    """
-    batch = ref.shape[0]
-    if isinstance(labels, int) and not isinstance(labels, bool):
-        _check_label_bounds((labels, labels), num_classes)  # before torch.full sees it
-        return torch.full((batch,), labels, dtype=torch.long, device=ref.device)
-    labels = check_tensor(labels, "labels", ndim=(0, 1), dtypes=INDEX_DTYPES, shape_doc="(B,)")
-    if labels.dim() == 1 and labels.shape[0] != batch:
-        raise ValueError(f"labels must hold one class per image (B={batch}), got "
-                         f"{labels.shape[0]}")
-    _check_label_bounds(index_bounds(labels), num_classes)  # one transfer (a sync on CUDA)
-    labels = labels.to(ref.device).long()
-    return labels.expand(batch) if labels.dim() == 0 else labels
-
-
-def _check_label_bounds(bounds: tuple[int, int] | None, num_classes: int) -> None:
-    """Refuse labels whose ``(min, max)`` leaves ``[0, num_classes)`` (``None``: no labels)."""
-    if bounds is not None and (bounds[0] < 0 or bounds[1] >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in "
-                         f"[{bounds[0]}, {bounds[1]}]")
-
-
-class Localization(NamedTuple):
-    """Result of ``Localizer.localize`` for a batch of ``B`` images of size ``H x W``.
-
-    Attributes:
-        logits (Tensor[B, K]): the model's logits (eval mode).
-        classes (Tensor[B]): the class localized in each image.
-        maps (Tensor[B, h, w]): raw maps at feature resolution (CAM, or CREAM's map, or the
-            output of ``attach``'s ``localization_map``).
-        scoremaps (Tensor[B, H, W]): maps upsampled (bicubic) to the input size, min-max
-            normalized to [0, 1].
-        boxes (list[numpy.ndarray]): per image, one ``(4,)`` int box ``(x0, y0, x1, y1)``
-            (inclusive pixel corners), or ``(n, 4)`` with ``multi_contour=True``; ``None``
-            entries when boxes were not requested.
-        thresholds (Tensor[B]): the box threshold used per image, as a fraction of the map's
-            maximum.
-    """
-
-    logits: Tensor
-    classes: Tensor
-    maps: Tensor
-    scoremaps: Tensor
-    boxes: list[np.ndarray | None]
-    thresholds: Tensor
-
-
-def _boxes_from_scoremap(scoremap: np.ndarray, threshold: float,
-                         multi_contour: bool) -> np.ndarray:
-    """Boxes of ``scoremap (H, W)`` at ``threshold`` (fraction of the max) via ``camkit.boxes``."""
-    from camkit.boxes import boxes_from_scoremap
-
-    boxes = np.asarray(boxes_from_scoremap(scoremap, [threshold], multi_contour=multi_contour)[0])
-    return boxes if multi_contour else boxes.reshape(-1, 4)[0]
 
 
 class Localizer(nn.Module):
@@ -164,7 +90,7 @@ class Localizer(nn.Module):
         self.method = method
         self.clamp_negative = (method == "rcam") if clamp_negative is None else bool(
             clamp_negative)
-        self.threshold = _check_rule(("pas" if method == "rcam" else "max")
+        self.threshold = check_rule(("pas" if method == "rcam" else "max")
                                      if threshold is None else threshold)
         self.q = check_finite_number(q, "q", low=0.0, high=100.0)
         self.theta = None if theta is None else check_finite_number(theta, "theta", low=0.0)
@@ -246,50 +172,18 @@ class Localizer(nn.Module):
         maps the feature layer's output instead.
         """
         self._check_attached()
-        capture, grid_capture, map_capture = self._capture, self._grid_capture, self._map_capture
-        with capture.lock:
-            for each in (capture, grid_capture, map_capture):
-                each.store.clear()
-                each.active = True
-            try:
-                output = self.model(x)
-            finally:
-                capture.active = grid_capture.active = map_capture.active = False
-                store, grids = dict(capture.store), dict(grid_capture.store)
-                mapped = dict(map_capture.store)
-                for each in (capture, grid_capture, map_capture):
-                    each.store.clear()
+        output, (store, grids, mapped) = run_captured(
+            self.model, x, (self._capture, self._grid_capture, self._map_capture))
         if not store:
             raise RuntimeError(f"the feature layer {self.feature_name!r} did not run during the "
                                "forward pass")
         if self.map_layer_name is not None and not mapped:
             raise RuntimeError(f"the map layer {self.map_layer_name!r} did not run during the "
                                "forward pass")
-        map_features = self._gather(mapped) if mapped else None
-        features = self._gather(store)
-        if self.reshape_transform is not None:
-            features = self.reshape_transform(features)
-            if not isinstance(features, Tensor) or features.dim() != 4:
-                raise ValueError("reshape_transform must return a (B, C, h, w) tensor, got "
-                                 f"{getattr(features, 'shape', type(features).__name__)}")
-        elif self.token_prefix is not None:
-            grid = next(iter(grids.values())).shape[-2:] if grids else None
-            features = tokens_to_map(features, self.token_prefix,
-                                     None if grid is None else (grid[0], grid[1]))
+        map_features = gather(self.model, mapped) if mapped else None
+        features = feature_map(gather(self.model, store), grids, self.reshape_transform,
+                               self.token_prefix)
         return output, features, map_features
-
-    def _gather(self, store: dict[torch.device, Tensor]) -> Tensor:
-        if len(store) == 1:
-            return next(iter(store.values()))
-        wrapper = self.model  # DataParallel: replicas in device_ids order, to output_device
-        while not isinstance(wrapper, nn.DataParallel) and isinstance(
-                original := getattr(wrapper, "_orig_mod", None), nn.Module):
-            wrapper = original
-        order = [torch.device("cuda", i) for i in getattr(wrapper, "device_ids", [])]
-        order = [d for d in order if d in store] or list(store)
-        target = torch.device("cuda", wrapper.output_device) if isinstance(
-            wrapper, nn.DataParallel) else order[0]
-        return torch.cat([store[d].to(target) for d in order])
 
     def _embed(self, features: Tensor) -> Tensor:
         with eval_mode([m for m, _ in self._head]):
@@ -314,7 +208,7 @@ class Localizer(nn.Module):
         if labels is not None and self.bank is not None:
             with torch.no_grad():
                 embedded = self._embed(features.detach())
-                labels = _check_labels(labels, embedded, self.num_classes)
+                labels = check_labels(labels, embedded, self.num_classes)
                 cam = self._cam(embedded, labels, self.clamp_negative)
                 self._bank_on(embedded.device).update(embedded, cam, labels)
         return output
@@ -357,7 +251,7 @@ class Localizer(nn.Module):
                 raise ValueError("method='cream' needs the context embeddings of a handle "
                                  "attached with method='cream' (or the default method=None)")
             clamp, rule = method == "rcam", "pas" if method == "rcam" else "max"
-        rule = rule if threshold is None else _check_rule(threshold)
+        rule = rule if threshold is None else check_rule(threshold)
         chosen_method = method or self.method
         use_cream = chosen_method in (None, "cream")
         with torch.no_grad(), eval_mode(list(self.model.modules())):
@@ -367,7 +261,7 @@ class Localizer(nn.Module):
             chosen = classes if classes is not None else labels
             if chosen is None:
                 chosen = logits.argmax(dim=1)
-            chosen = _check_labels(chosen, embedded, self.num_classes)
+            chosen = check_labels(chosen, embedded, self.num_classes)
             if self.localization_map is not None:
                 maps = self._given_map(features if map_features is None else map_features,
                                        chosen)
@@ -380,7 +274,7 @@ class Localizer(nn.Module):
         found: list[np.ndarray | None] = [None] * x.shape[0]
         if boxes and x.shape[0]:
             host = scoremaps.float().cpu().numpy()
-            found = [_boxes_from_scoremap(host[i], float(t), multi_contour)
+            found = [boxes_from_scoremap(host[i], float(t), multi_contour)
                      for i, t in enumerate(thresholds.tolist())]
         return Localization(logits, chosen, maps, scoremaps, found, thresholds)
 
@@ -414,19 +308,7 @@ class Localizer(nn.Module):
         return maps if not auto else torch.where(trained[:, None, None], maps, cam.to(maps.dtype))
 
     def _thresholds(self, scoremaps: Tensor, rule: str | float) -> Tensor:
-        batch = scoremaps.shape[0]
-        if not isinstance(rule, str):
-            return scoremaps.new_full((batch,), rule, dtype=torch.float32)
-        if rule == "max":
-            theta = 0.2 if self.theta is None else self.theta
-            return scoremaps.new_full((batch,), theta, dtype=torch.float32)
-        if batch == 0:
-            return scoremaps.new_zeros((0,), dtype=torch.float32)
-        theta = 0.35 if self.theta is None else self.theta
-        tau = percentile_threshold(scoremaps.float(), self.q, theta)
-        peak = scoremaps.float().flatten(1).amax(dim=1)
-        # Boxes use fractions of the map's maximum (1 after normalization; 0 for flat maps).
-        return torch.where(peak > 0, tau / peak.clamp_min(1e-12), tau).clamp(0.0, 1.0)
+        return box_thresholds(scoremaps, rule, self.q, self.theta)
 
     def extra_repr(self) -> str:
         state = "" if self.attached else ", detached"
@@ -503,4 +385,3 @@ def attach(model: nn.Module, *, method: str | None = None,
                      theta=theta, momentum=momentum, delta=delta, scale=scale,
                      iterations=iterations, reshape_transform=reshape_transform,
                      localization_map=localization_map, map_layer=map_layer)
-
