@@ -14,8 +14,8 @@ import numpy as np
 from camkit.boxes._levels import crop_bounds
 
 
-def search_boxes(q: np.ndarray, kept: np.ndarray, multi_contour: bool,
-                 bounds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search_boxes(q: np.ndarray, kept: np.ndarray,
+                 multi_contour: bool) -> tuple[np.ndarray, np.ndarray]:
     """Protocol boxes of the sets ``{q >= v}``, ``v`` in ``kept``.
 
     Args:
@@ -23,7 +23,6 @@ def search_boxes(q: np.ndarray, kept: np.ndarray, multi_contour: bool,
         kept: ``(S,)`` values present in ``q``.
         multi_contour: the box of every contour (outer and hole), or of the one of largest
             ``cv2.contourArea`` (the first of them on ties, as ``max`` over the contour list).
-        bounds: ``crop_bounds(q, kept)`` when the caller has it.
 
     Returns:
         ``(N, 4)`` int64 boxes ``x0, y0, x1, y1`` and ``(N,)`` int64 index of each box's set.
@@ -31,8 +30,7 @@ def search_boxes(q: np.ndarray, kept: np.ndarray, multi_contour: bool,
     import cv2
 
     height, width = q.shape
-    if bounds is None:
-        bounds = crop_bounds(q, kept)
+    bounds = crop_bounds(q, kept)
     # The largest contour is a top-level outer one (a hole's or an island's area lies inside
     # its parent's) and the outer ones come in the same order in both modes: single mode needs
     # no hole contours.
