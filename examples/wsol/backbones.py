@@ -154,8 +154,9 @@ def _vgg16_body() -> _Body:
     return body, 1024, ("conv6.",), ("conv6.",)
 
 
-def _resnet50_body(large_feature_map: bool) -> _Body:
-    net = tv_resnet50(weights=None)
+def _resnet_body(net: tv_resnet.ResNet, large_feature_map: bool) -> _Body:
+    """The WSOL body of a torchvision ``ResNet``: layer4's stride removed (and layer3's for the
+    larger map), the classifier dropped."""
     layers = [net.layer4] + ([net.layer3] if large_feature_map else [])
     for layer in layers:
         first = layer[0]
@@ -164,18 +165,14 @@ def _resnet50_body(large_feature_map: bool) -> _Body:
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
     return body, 2048, (), ("layer4.",)
+
+
+def _resnet50_body(large_feature_map: bool) -> _Body:
+    return _resnet_body(tv_resnet50(weights=None), large_feature_map)
 
 
 def _resnet50_se_body(large_feature_map: bool) -> _Body:
-    net = tv_resnet.ResNet(_SEBottleneck, [3, 4, 6, 3])
-    layers = [net.layer4] + ([net.layer3] if large_feature_map else [])
-    for layer in layers:
-        first = layer[0]
-        first.conv2.stride = (1, 1)
-        first.downsample[0].stride = (1, 1)
-    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
-    return body, 2048, (), ("layer4.",)
+    return _resnet_body(tv_resnet.ResNet(_SEBottleneck, [3, 4, 6, 3]), large_feature_map)
 
 
 def _mobilenet_v1_body(large_feature_map: bool) -> _Body:
