@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from camkit._checks import check_bool, check_finite_number, is_tensor, real_number
-from camkit.boxes import ThresholdBoxes, threshold_boxes, threshold_grid
+from camkit.boxes import ThresholdBoxes, box_iou, threshold_boxes, threshold_grid
 from camkit.boxes._inputs import as_boxes, as_float64_maps, as_thresholds
-from camkit.boxes._levels import box_iou_matrix
 from camkit.metrics._state import CountingState, as_image_list
 
 if TYPE_CHECKING:
@@ -30,8 +29,7 @@ def reached_runs(boxes: ThresholdBoxes, gt_boxes: np.ndarray,
     row by row, is found by sorting them (the offsets keep rows apart). The work grows with
     the boxes that reach, not with the grid.
     """
-    # Both validated already (engine boxes, split_batch's GT boxes): the IoU kernel directly.
-    best = box_iou_matrix(boxes.boxes, gt_boxes).max(axis=1)
+    best = np.asarray(box_iou(boxes.boxes, gt_boxes)).max(axis=1)
     row, box = np.nonzero(best[None, :] >= iou_thresholds[:, None])
     if box.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
