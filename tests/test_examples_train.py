@@ -27,6 +27,7 @@ from wsol.data import ResumableDistributedSampler, WSOLImages  # noqa: E402
 from wsol.regressor import _to_pixels  # noqa: E402
 from wsol.run import SimulatedFailure, main  # noqa: E402
 
+from camkit import normalize_map  # noqa: E402
 from camkit.data.wsol_metadata import MetadataError  # noqa: E402
 
 SIZES = {"vgg16": ("36", "32"), "resnet50": ("36", "32"), "inception_v3": ("88", "80")}
@@ -379,9 +380,8 @@ def test_masks_amp_and_compile(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # WSOL training methods (--wsol-method)
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("wsol_method", "method"), [
-    ("cam", "cam"), ("has", "cam"), ("adl", "cam"), ("cutmix", "cream"), ("acol", "cam"),
-    ("spg", "cam")])
+@pytest.mark.parametrize("method", ["cam", "rcam", "cream"])
+@pytest.mark.parametrize("wsol_method", ["cam", "has", "adl", "cutmix", "acol", "spg"])
 def test_one_short_epoch_of_each_wsol_method(bench, tmp_path, wsol_method, method):
     output = tmp_path / "run"
     results = main(tiny_args(bench, output, "vgg16", method, "--wsol-method", wsol_method,
@@ -397,6 +397,19 @@ def test_one_short_epoch_of_each_wsol_method(bench, tmp_path, wsol_method, metho
     assert state["config"]["wsol_method"] == wsol_method
     if method == "cream":  # under CutMix the bank learns each image's own label
         assert int(state["bank"]["seen"].sum()) == 2
+
+
+def test_ivr_normalization_changes_only_the_maps(bench, tmp_path):
+    runs = {norm: main(tiny_args(bench, tmp_path / norm, "vgg16", "cam", "--normalization",
+                                 norm, "--max-steps-per-epoch", "1", "--save-scoremaps"))
+            for norm in ("minmax", "ivr")}
+    assert runs["ivr"]["test"]["top1_cls"] == runs["minmax"]["test"]["top1_cls"]
+    for path in sorted((tmp_path / "minmax" / "scoremaps" / "test").rglob("*.npy")):
+        plain = torch.from_numpy(np.load(path))
+        ivr = torch.from_numpy(np.load(tmp_path / "ivr" / path.relative_to(tmp_path / "minmax")))
+        # IVR of a min-max map is IVR of the raw map: both are affine-invariant.
+        assert torch.allclose(ivr, normalize_map(plain[None], method="ivr")[0], atol=1e-6)
+        assert bool((ivr == 0).float().mean() >= 0.45)  # the inferior values are removed
 
 
 @pytest.mark.parametrize("method", ["cam", "rcam", "cream"])

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--cream-delta", type=float, default=0.2)
     method.add_argument("--cream-scale", type=float, default=8.0)
     method.add_argument("--cream-iterations", type=_positive_int, default=2)
+    method.add_argument("--normalization", choices=("minmax", "ivr"), default="minmax",
+                        help="per-map normalization of the score maps: minmax (the protocol) "
+                             "or ivr (inferior value removal at the 0.45 quantile: CAM_IVR)")
     method.add_argument("--curve-interval", type=float, default=0.01,
                         help="score-map threshold step of MaxBoxAccV2 / PxAP (default 0.01)")
     method.add_argument("--loc-rule", choices=("max", "pas"), default=None,

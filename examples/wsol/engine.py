@@ -71,6 +71,7 @@ class EvalOptions:
     cream_scale: float = 8.0
     cream_iterations: int = 2
     mask_root: Path | None = None
+    normalization: str = "minmax"  # per-map normalization: "minmax" or "ivr" (CAM_IVR)
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,12 @@ def autocast(runtime: Runtime) -> torch.autocast:
 
 def localization_maps(net: WSOLNet, features: Tensor, classes: Tensor, *, method: str,
                       bank: ContextEmbeddingBank | None, size: int, scale: float = 8.0,
-                      iterations: int = 2) -> Tensor:
+                      iterations: int = 2, normalization: str = "minmax") -> Tensor:
     """Score maps ``Tensor[B, size, size]`` in [0, 1] of ``classes`` from ``features``.
 
     CAM (NWC for ``rcam``) or CREAM's map at feature resolution, then bicubic upsampling and
-    per-image min-max normalization (the protocol's order).
+    per-image normalization (the protocol's order): min-max, or ``"ivr"`` (inferior value
+    removal, the CAM_IVR rows of CREAM's Table 1).
     """
     features = features.float()
     weight = net.cam_weight().detach().float()
@@ -153,7 +155,7 @@ def localization_maps(net: WSOLNet, features: Tensor, classes: Tensor, *, method
         maps = cream_map(features, fg, bg, cam=cam, scale=scale, iterations=iterations)
     else:
         maps = cam
-    return normalize_map(upsample_map(maps, size))
+    return normalize_map(upsample_map(maps, size), method=normalization)
 
 
 def train_epoch(model: nn.Module, net: WSOLNet, bank: ContextEmbeddingBank | None,
@@ -263,7 +265,8 @@ def evaluate(net: WSOLNet, bank: ContextEmbeddingBank | None, split: EvalSplit,
         logits = logits.float()
         scoremaps = localization_maps(net, features, labels, method=options.method, bank=bank,
                                       size=options.size, scale=options.cream_scale,
-                                      iterations=options.cream_iterations)
+                                      iterations=options.cream_iterations,
+                                      normalization=options.normalization)
         host = scoremaps.cpu().numpy()
         index_list = indices.tolist()
         if boxes is not None and located is not None and split.boxes is not None:

@@ -148,7 +148,8 @@ def build(args: argparse.Namespace, runtime: Runtime) -> Setup:
     options = EvalOptions(method=args.method, size=args.crop_size,
                           curve_interval=args.curve_interval, loc_rule=args.loc_rule,
                           loc_theta=args.loc_theta, cream_scale=args.cream_scale,
-                          cream_iterations=args.cream_iterations, mask_root=args.mask_root)
+                          cream_iterations=args.cream_iterations, mask_root=args.mask_root,
+                          normalization=args.normalization)
     wsol = WSOLTraining(args.wsol_method, has_grid=args.has_grid, has_prob=args.has_prob,
                         cutmix_alpha=args.cutmix_alpha, cutmix_prob=args.cutmix_prob,
                         spg_size=args.crop_size)
