@@ -1,5 +1,7 @@
 # Two entry points, each creating its own virtual environment (.venv) on first use.
 #   make demo   - run the embedded WSOL benchmark
+#   make demo-docs - rerun it into docs/demo and regenerate the README's and
+#                 docs/benchmarks.md's demo sections from its output
 #   make test   - run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,9 +13,13 @@ $(BIN)/.camkit-installed: pyproject.toml constraints.txt setup.py camkit/boxes/_
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo]"
 	touch $@
 
-.PHONY: demo test lint bench
+.PHONY: demo demo-docs test lint bench
 demo: $(BIN)/.camkit-installed
 	$(BIN)/camkit demo $(ARGS)
+
+demo-docs: $(BIN)/.camkit-installed
+	$(BIN)/camkit demo --out docs/demo --no-progress
+	$(BIN)/python benchmarks/run_all.py --demo
 
 test: $(BIN)/.camkit-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

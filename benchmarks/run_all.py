@@ -74,57 +74,64 @@ def run_script(script: str, arguments: str) -> str:
     return f"Command: `{command_line}`.\n\n{found[-1]}"
 
 
-def demo_command(config: dict) -> str:
-    """The ``camkit demo`` command line that gives ``config`` (from ``results.json``)."""
-    from camkit.demo import DemoConfig
+def demo_command(config: dict, seeds: list[int] | None = None) -> str:
+    """The ``camkit demo`` command line that gives ``config`` (from ``results.json``) and the
+    held-out ``seeds`` (``None``: the run had none)."""
+    from camkit.demo import HELD_OUT_SEEDS, DemoConfig
 
     # JSON turns tuples into lists: compare both sides through JSON.
     config = json.loads(json.dumps(config))
     options = {"seed": "--seed", "num_classes": "--classes", "epochs": "--epochs",
-               "train_size": "--train-size", "test_size": "--test-size", "tap": "--tap",
-               "overlays": "--overlays"}
+               "train_size": "--train-size", "eval_size": "--eval-size", "tap": "--tap",
+               "eval_split": "--split", "calibration_map": "--calibration-map",
+               "added_map": "--added-map", "wsol_methods": "--methods",
+               "overlays": "--overlays", "threads": "--threads"}
+    flags = {"ablation": "--no-ablation", "trunk_channels_in_cam": "--trunk-channels-in-cam"}
     candidates = []
-    for flag, base in (("", DemoConfig()), (" --quick", DemoConfig.quick())):
+    for flag, base, default_seeds in (("", DemoConfig(), list(HELD_OUT_SEEDS)),
+                                      (" --quick", DemoConfig.quick(), [])):
         defaults = json.loads(json.dumps(base.to_dict()))
         changed = {k: v for k, v in config.items() if defaults.get(k) != v}
-        if set(changed) <= set(options) | {"ablation"}:
-            extra = "".join(f" {options[k]} {v}" for k, v in changed.items() if k in options)
-            if changed.get("ablation"):
-                extra += " --ablation"
-            candidates.append((len(changed), f"camkit demo{flag}{extra} --out docs/demo"))
+        if not set(changed) <= set(options) | set(flags):
+            continue
+        extra = ""
+        for key, value in changed.items():
+            if key in flags:
+                extra += f" {flags[key]}"
+            else:
+                shown = " ".join(map(str, value)) if isinstance(value, list) else value
+                extra += f" {options[key]} {shown}"
+        held_out = seeds or []
+        if held_out != default_seeds:
+            extra += " --seeds" + "".join(f" {s}" for s in held_out)
+        candidates.append((len(changed), f"camkit demo{flag}{extra} --out docs/demo"))
     if candidates:
         return min(candidates)[1]
     return "camkit demo --out docs/demo (with the configuration listed in results.json)"
 
 
-def _demo_config() -> dict | None:
+def _demo_results() -> dict | None:
     results_file = DEMO_DIR / "results.json"
     if not results_file.is_file():
         return None
-    return json.loads(results_file.read_text(encoding="utf-8"))["config"]
+    return json.loads(results_file.read_text(encoding="utf-8"))
+
+
+def _command_of(results: dict) -> str:
+    seeds = [int(s) for s in results.get("held_out", {})]
+    return demo_command(results["config"], seeds)
 
 
 def demo_report_section() -> str | None:
     """``docs/demo/report.md`` shifted one heading level down, links made relative to docs/."""
-    config = _demo_config()
-    command = demo_command(config) if config is not None else "camkit demo --out docs/demo"
+    results = _demo_results()
+    command = _command_of(results) if results is not None else "camkit demo --out docs/demo"
     return demo_study_section("demo", "report.md", command, levels=1)
 
 
-#: Further demo runs published in docs/benchmarks.md: marker name → (folder, file, command).
-DEMO_STUDIES = {
-    "demo-ablation": ("demo-ablation", "report.md",
-                      "camkit demo --ablation --tap 0.1 --overlays 0 --out docs/demo-ablation"),
-    "demo-seeds": ("demo-seeds", "summary.md",
-                   "camkit demo --seeds 0 1 2 --overlays 0 --out docs/demo-seeds"),
-    "demo-seeds-k12": ("demo-seeds-k12", "summary.md", "camkit demo --seeds 0 1 2 --classes 12 "
-                       "--overlays 0 --out docs/demo-seeds-k12"),
-}
-
-
 def demo_study_section(folder: str, name: str, command: str, levels: int = 2) -> str | None:
-    """A demo report or seed summary without its title, headings shifted down ``levels``
-    levels, links made relative to docs/; ``None`` when the file does not exist."""
+    """A demo report without its title, headings shifted down ``levels`` levels, links made
+    relative to docs/; ``None`` when the file does not exist."""
     path = REPO / "docs" / folder / name
     if not path.is_file():
         return None
@@ -136,32 +143,80 @@ def demo_study_section(folder: str, name: str, command: str, levels: int = 2) ->
     return f"Command: `{command}`.\n\n" + text.strip()
 
 
-def demo_readme_section() -> str | None:
-    """Demo table and picture for the README, from ``docs/demo/results.json``."""
-    results_file = DEMO_DIR / "results.json"
-    if not results_file.is_file():
-        return None
-    from camkit.demo._report import format_table
+#: Reruns of the demo's first seed with PyTorch's CPU kernels forced to another instruction
+#: set: ``ATEN_CPU_CAPABILITY=<isa> camkit demo --seeds --no-ablation --overlays 0
+#: --out docs/demo-repeat/<isa>``.
+REPEAT_DIR = REPO / "docs" / "demo-repeat"
+DEMO_TIME_TARGET = 300.0  # seconds: the default run's target on two cores
 
-    results = json.loads(results_file.read_text(encoding="utf-8"))
-    config = results["config"]
+
+def repeatability_line(results: dict) -> str | None:
+    """How far the first seed's table moved under other instruction sets, from the reruns in
+    ``docs/demo-repeat/``; ``None`` without any."""
+    from camkit.demo._report import COLUMNS, _value
+
+    main = results["seed"]["methods"]
+    parts = []
+    for folder in sorted(REPEAT_DIR.glob("*/results.json")):
+        rerun = json.loads(folder.read_text(encoding="utf-8"))
+        if rerun["config"]["seed"] != results["config"]["seed"]:
+            continue
+        moves = [abs(_value(rerun["methods"][name], key) - _value(figures, key))
+                 for name, figures in main.items() for _, key in COLUMNS]
+        isa = rerun["machine"]["instruction_set"]
+        parts.append(f"{isa} kernels (`ATEN_CPU_CAPABILITY={folder.parent.name}`): at most "
+                     f"{max(moves):.1f} points, {sum(m > 0 for m in moves)} of {len(moves)} "
+                     "figures changed")
+    if not parts:
+        return None
+    return (f"Repeatability: the same seed-{results['config']['seed']} run with PyTorch's CPU "
+            f"kernels forced to other instruction sets than this machine's "
+            f"{results['machine']['instruction_set']} moved the table by: "
+            + "; ".join(parts) + " (reruns in docs/demo-repeat/). No second CPU model was "
+            "available for this design.")
+
+
+def demo_readme_section() -> str | None:
+    """The demo's tables and picture for the README, from ``docs/demo/results.json`` (a
+    default run: one seed in full plus held-out seeds)."""
+    results = _demo_results()
+    if results is None or "summary" not in results:
+        return None
+    from camkit.demo._machine import describe_machine
+    from camkit.demo._report import format_claims, format_spread, format_table
+
+    config, main = results["config"], results["seed"]
+    top1 = ", ".join(f"{m} {v:.1f}%" for m, v in main["top1"].items())
     lines = [
-        f"`{demo_command(config)}` trains a classifier (a small CAM head on a frozen, "
+        f"`{_command_of(results)}` trains classifiers (small CAM heads on a frozen, "
         "ImageNet-pretrained EfficientNet-Lite0 trunk) with image labels only on a procedural "
-        f"dataset ({config['num_classes']} classes, {config['train_size']} training and "
-        f"{config['test_size']} test images of {config['image_size']}×{config['image_size']} "
-        f"pixels, seed {config['seed']}) and scores each method on the test split "
-        f"(percent; classification top-1 {results['top1']:.1f}%):",
+        f"dataset ({config['num_classes']} classes, {config['train_size']} training images "
+        f"of {config['image_size']}×{config['image_size']} pixels) and scores each method on "
+        f"{config['eval_size']} images of the {config['eval_split']} split. Seed "
+        f"{config['seed']} (percent; classification top-1 {top1}):",
         "",
-        format_table(results["methods"], markdown=True),
+        format_table(main["methods"], markdown=True),
         "",
-        f"Measured on {results['machine']}; {results['seconds']['total']:.0f} s in all. "
-        "Full report: [docs/benchmarks.md](docs/benchmarks.md#the-demo).",
+        "Held-out seeds, never used for a design decision: "
+        + format_spread(results["summary"], markdown=True),
+        "",
+        "The papers' claims on the held-out seeds (rules in `camkit/demo/_claims.py`):",
+        "",
+        format_claims(results["claims"], markdown=True),
+        "",
+        f"Measured on {describe_machine(results['machine'])}; {results['seconds']:.0f} s in "
+        "all. Full report: [docs/benchmarks.md](docs/benchmarks.md#the-demo); design "
+        "decisions: [docs/demo-dataset-design.md](docs/demo-dataset-design.md).",
     ]
-    overlays = DEMO_DIR / "overlays.png"
-    if overlays.is_file():
-        lines += ["", "![Demo: ground-truth box, then CAM, RCAM and CREAM heat maps with their "
-                      "boxes (white) and the ground truth (green)](docs/demo/overlays.png)"]
+    if results["seconds"] > DEMO_TIME_TARGET:
+        lines[-1] += (f" That is over the default run's {DEMO_TIME_TARGET / 60:.0f}-minute "
+                      "target on two cores.")
+    repeat = repeatability_line(results)
+    if repeat is not None:
+        lines += ["", repeat]
+    if (DEMO_DIR / "overlays.png").is_file():
+        lines += ["", "![Demo: ground-truth box, then each method's heat map with its boxes "
+                      "(white) and the ground truth (green)](docs/demo/overlays.png)"]
     return "\n".join(lines)
 
 
@@ -189,12 +244,6 @@ def main(argv: list[str] | None = None) -> int:
         text = replace_section(text, "demo", report)
     else:
         print(f"run_all: {DEMO_DIR / 'report.md'} not found; demo section left as it is")
-    for marker, (folder, name, command) in DEMO_STUDIES.items():
-        section = demo_study_section(folder, name, command)
-        if section is None:
-            print(f"run_all: docs/{folder}/{name} not found; {marker} section left as it is")
-        else:
-            text = replace_section(text, marker, section)
     write_text_atomic(BENCHMARKS_MD, text)
     print(f"wrote {BENCHMARKS_MD.relative_to(REPO)}")
 

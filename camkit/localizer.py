@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from camkit._attach_options import CALIBRATION_MAPS, METHODS, check_attach_options
 from camkit._classifier_head import apply_head
 from camkit._discovery import discover
 from camkit._hooks import Capture, Swap, eval_mode, release, swap_pooling
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Localization", "Localizer", "attach"]
 
-_METHODS = ("cam", "rcam", "cream")
 
 
 class Localizer(nn.Module):
@@ -68,24 +68,11 @@ class Localizer(nn.Module):
                  iterations: int,
                  reshape_transform: Callable[[Tensor], Tensor] | None = None,
                  localization_map: Callable[[Tensor, Tensor], Tensor] | None = None,
-                 map_layer: nn.Module | str | None = None) -> None:
+                 map_layer: nn.Module | str | None = None, calibration_map: str | None = None,
+                 added_map: str = "same") -> None:
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if method is not None and method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS} or None, got {method!r}")
-        if reshape_transform is not None and not callable(reshape_transform):
-            raise TypeError("reshape_transform must be a callable Tensor -> Tensor[B, C, h, w] "
-                            f"or None, got {type(reshape_transform).__name__}")
-        if localization_map is not None and not callable(localization_map):
-            raise TypeError("localization_map must be a callable (features, classes) -> "
-                            f"Tensor[B, h, w] or None, got {type(localization_map).__name__}")
-        if localization_map is not None and method != "cam":
-            raise ValueError("localization_map= replaces the CAM of method='cam' only (RCAM's "
-                             "weight clamping and CREAM's re-activation act on the classifier's "
-                             f"CAM); attach with method='cam', got method={method!r}")
-        if map_layer is not None and localization_map is None:
-            raise ValueError("map_layer= names the input of localization_map=; give both")
+        check_attach_options(model, method, reshape_transform, localization_map, map_layer,
+                             calibration_map, added_map)
         self.model = model
         self.method = method
         self.clamp_negative = (method == "rcam") if clamp_negative is None else bool(
@@ -96,6 +83,7 @@ class Localizer(nn.Module):
         self.theta = None if theta is None else check_finite_number(theta, "theta", low=0.0)
         self.scale = check_finite_number(scale, "scale", low=0.0, low_inclusive=False)
         self.iterations = check_positive_int(iterations, "iterations")
+        self.calibration_map, self.added_map = calibration_map, added_map
         self.logits_selector = logits
         self.reshape_transform = reshape_transform
         self.localization_map = localization_map
@@ -241,8 +229,8 @@ class Localizer(nn.Module):
         check_tensor(x, "x", ndim=4, shape_doc="(B, C_in, H, W)")
         clamp, rule = self.clamp_negative, self.threshold
         if method is not None and method != self.method:
-            if method not in _METHODS:
-                raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+            if method not in METHODS:
+                raise ValueError(f"method must be one of {METHODS}, got {method!r}")
             if self.localization_map is not None:
                 raise ValueError(f"method={method!r} is not available on a handle attached with "
                                  "localization_map= (its maps replace CAM); use method='cam', "
@@ -267,7 +255,7 @@ class Localizer(nn.Module):
                                        chosen)
             else:
                 cam = self._cam(embedded, chosen, clamp)
-                maps = self._cream(embedded, cam, chosen, auto=chosen_method is None) \
+                maps = self._cream(embedded, cam, chosen, clamp, auto=chosen_method is None) \
                     if use_cream else cam
             scoremaps = normalize_map(upsample_map(maps, (x.shape[-2], x.shape[-1])))
             thresholds = self._thresholds(scoremaps, rule)
@@ -289,8 +277,12 @@ class Localizer(nn.Module):
                              f"tensor, got {getattr(maps, 'shape', type(maps).__name__)}")
         return maps
 
-    def _cream(self, embedded: Tensor, cam: Tensor, classes: Tensor, auto: bool) -> Tensor:
-        """CREAM maps ``(B, h, w)``; ``auto``: the CAM map for classes never trained."""
+    def _cream(self, embedded: Tensor, cam: Tensor, classes: Tensor, clamp: bool, auto: bool
+               ) -> Tensor:
+        """CREAM maps ``(B, h, w)`` from ``embedded (B, C, h, w)`` and ``cam (B, h, w)`` (the
+        CAM with weights clamped or not by ``clamp``), calibrated and added with the maps
+        ``calibration_map`` and ``added_map`` name; ``auto``: ``cam`` for classes never
+        trained."""
         from camkit.cream import cream_map
 
         bank = self._bank_on(embedded.device)
@@ -303,8 +295,16 @@ class Localizer(nn.Module):
             warnings.warn(f"CREAM context embeddings of classes {unseen} were never updated "
                           "(no training forward with those labels); their maps use random "
                           "initial embeddings", UserWarning, stacklevel=3)
-        maps = cream_map(embedded, bank.fg[classes], bank.bg[classes], cam=cam,
-                         scale=self.scale, iterations=self.iterations)
+        cams = {"rcam" if clamp else "cam": cam}  # "cam" / "rcam" -> map, each computed once
+        for name in (self.calibration_map, self.added_map):
+            if name in CALIBRATION_MAPS and name not in cams:
+                cams[name] = self._cam(embedded, classes, name == "rcam")
+        calibration = cam if self.calibration_map is None else cams[self.calibration_map]
+        added = cams.get(self.added_map)
+        maps = cream_map(embedded, bank.fg[classes], bank.bg[classes], cam=calibration,
+                         added_map=None if added is calibration else added,
+                         add_cam=self.added_map != "none", scale=self.scale,
+                         iterations=self.iterations)
         return maps if not auto else torch.where(trained[:, None, None], maps, cam.to(maps.dtype))
 
     def _thresholds(self, scoremaps: Tensor, rule: str | float) -> Tensor:
@@ -314,7 +314,9 @@ class Localizer(nn.Module):
         state = "" if self.attached else ", detached"
         return (f"method={self.method!r}, feature_layer={self.feature_name!r}, "
                 f"classifier={self.classifier_name!r}, num_classes={self.num_classes}, "
-                f"clamp_negative={self.clamp_negative}, threshold={self.threshold!r}{state}")
+                f"clamp_negative={self.clamp_negative}, threshold={self.threshold!r}"
+                + (f", calibration_map={self.calibration_map!r}, added_map={self.added_map!r}"
+                   if self.bank is not None else "") + state)
 
 
 def attach(model: nn.Module, *, method: str | None = None,
@@ -327,7 +329,8 @@ def attach(model: nn.Module, *, method: str | None = None,
            iterations: int = 2,
            reshape_transform: Callable[[Tensor], Tensor] | None = None,
            localization_map: Callable[[Tensor, Tensor], Tensor] | None = None,
-           map_layer: nn.Module | str | None = None) -> Localizer:
+           map_layer: nn.Module | str | None = None, calibration_map: str | None = None,
+           added_map: str = "same") -> Localizer:
     """Attach CAM (``"cam"``), RCAM (``"rcam"``) or CREAM (``"cream"``) to a classifier.
 
     ``loc = camkit.attach(model)`` then ``loc.localize(images)``. CNNs whose head pools the
@@ -358,6 +361,18 @@ def attach(model: nn.Module, *, method: str | None = None,
         threshold, q, theta: default box rule of ``localize`` (see there).
         momentum, delta: CREAM bank update (λ and the foreground threshold).
         scale, iterations: CREAM EM re-activation.
+        calibration_map: the CAM that calibrates CREAM's responsibilities (``cream_map``'s
+            ``cam``): ``"cam"`` (the classifier's weights as they are) or ``"rcam"`` (negative
+            weights clamped to zero, NWC). Default ``None``: the handle's own CAM (``"rcam"``
+            when ``clamp_negative``, else ``"cam"``; the CAM of ``localize(method=...)`` when
+            that overrides the handle's). The bank updates always use the handle's own CAM.
+        added_map: the CAM whose min-max normalization is added to the calibrated map
+            (``cream_map``'s ``added_map``): ``"cam"``, ``"rcam"``, ``"same"`` (default: the
+            calibration map, the paper's Eq. 12) or ``"none"`` (nothing added,
+            ``add_cam=False``). With ``calibration_map="rcam"``, a TAP-trained handle
+            (``tap=``) and ``threshold="pas"`` this is "CREAM on RCAM" (see
+            docs/algorithms.md). Both act on CREAM maps only: a non-default value with
+            ``method="cam"`` or ``"rcam"`` is refused.
         reshape_transform: a callable mapping the feature layer's output to a feature map
             ``Tensor[B, C, h, w]`` (e.g. tokens ``(B, N, C)`` of a custom layout); replaces
             the automatic token handling. The pooled map must still reproduce the logits
@@ -384,4 +399,5 @@ def attach(model: nn.Module, *, method: str | None = None,
                      logits=logits, example_input=example_input, threshold=threshold, q=q,
                      theta=theta, momentum=momentum, delta=delta, scale=scale,
                      iterations=iterations, reshape_transform=reshape_transform,
-                     localization_map=localization_map, map_layer=map_layer)
+                     localization_map=localization_map, map_layer=map_layer,
+                     calibration_map=calibration_map, added_map=added_map)

@@ -277,6 +277,33 @@ def test_module_matches_functional_and_has_no_grad():
     torch.testing.assert_close(details.map, expected)
 
 
+def test_added_map_replaces_the_added_cam():
+    """``added_map=X``: ``calibrated + normalize_map(X)``, the calibration still by ``cam``."""
+    features, fg, bg, cam = _random_inputs(14, 3, 6, 4, 5, dtype=torch.float32)
+    other = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(15))
+    default = cream_map(features, fg, bg, cam=cam)
+    assert torch.equal(cream_map(features, fg, bg, cam=cam, added_map=cam), default)
+    calibrated = cream_map(features, fg, bg, cam=cam, add_cam=False, return_details=True)
+    resp = calibrated.responsibilities  # the calibration picks one cluster per image
+    assert all(torch.equal(calibrated.map[b], resp[b, 0]) or torch.equal(calibrated.map[b],
+                                                                          resp[b, 1])
+               for b in range(3))
+    got = cream_map(features, fg, bg, cam=cam, added_map=other, return_details=True)
+    torch.testing.assert_close(got.map, calibrated.map + camkit.normalize_map(other))
+    torch.testing.assert_close(got.responsibilities, resp)
+    assert not torch.allclose(got.map, default)
+    torch.testing.assert_close(EMReActivation()(features, fg, bg, cam, other), got.map)
+    # The reverse composition, and a float64 added map promotes the arithmetic to float64.
+    reverse = cream_map(features, fg, bg, cam=other, added_map=cam, add_cam=True)
+    torch.testing.assert_close(reverse, cream_map(features, fg, bg, cam=other, add_cam=False)
+                               + camkit.normalize_map(cam))
+    wide = cream_map(features, fg, bg, cam=cam, added_map=other.double())
+    assert wide.dtype == torch.float32
+    torch.testing.assert_close(wide, cream_map(features.double(), fg.double(), bg.double(),
+                                               cam=cam.double(), added_map=other.double()
+                                               ).float())
+
+
 def test_empty_batch():
     out = cream_map(torch.zeros(0, 4, 3, 3), torch.zeros(4), torch.ones(4),
                     cam=torch.zeros(0, 3, 3), return_details=True)
@@ -323,6 +350,28 @@ def test_errors():
         EMReActivation(use_compile="auto")
     with pytest.raises(ValueError, match="non-empty spatial"):
         cream_map(torch.rand(2, 4, 0, 3), fg, bg)
+
+
+def test_added_map_errors():
+    features, fg, bg, cam = torch.rand(2, 4, 3, 3), torch.rand(2, 4), torch.rand(2, 4), \
+        torch.rand(2, 3, 3)
+    with pytest.raises(ValueError, match=r"added_map= is added in place of cam=; it needs cam= "
+                                         r"and add_cam=True, got cam=None"):
+        cream_map(features, fg, bg, added_map=cam)
+    with pytest.raises(ValueError, match=r"added_map= .* needs cam= and add_cam=True, got "
+                                         r"add_cam=False"):
+        cream_map(features, fg, bg, cam=cam, added_map=cam, add_cam=False)
+    with pytest.raises(ValueError, match=r"added_map= .* got add_cam=False"):
+        EMReActivation(add_cam=False)(features, fg, bg, cam, cam)
+    with pytest.raises(ValueError, match=r"added_map must have shape \(B, h, w\) = \(2, 3, 3\) "
+                                         r"to match features, got \(2, 3, 4\)"):
+        cream_map(features, fg, bg, cam=cam, added_map=torch.rand(2, 3, 4))
+    with pytest.raises(ValueError, match=r"added_map must be \(B, h, w\), got a 2-D"):
+        cream_map(features, fg, bg, cam=cam, added_map=torch.rand(3, 3))
+    with pytest.raises(TypeError, match="added_map must have dtype in"):
+        cream_map(features, fg, bg, cam=cam, added_map=cam.long())
+    with pytest.raises(ValueError, match="added_map must be on the same device as features"):
+        cream_map(features, fg, bg, cam=cam, added_map=cam.to("meta"))
 
 
 def test_calibrate_errors():
@@ -465,7 +514,8 @@ def test_module_compile_is_nn_module_compile():
 def test_use_compile_matches_eager():
     """``use_compile=True`` (inductor) gives the eager map, details, and a new batch size."""
     features, fg, bg, cam = _random_inputs(13, 4, 32, 7, 7, dtype=torch.float32)
-    for options in ({}, {"centroid_features": "normalized", "refresh_responsibilities": True}):
+    for options in ({}, {"centroid_features": "normalized", "refresh_responsibilities": True},
+                    {"added_map": cam.flip(1)}):
         expected = cream_map(features, fg, bg, cam=cam, return_details=True, **options)
         got = cream_map(features, fg, bg, cam=cam, return_details=True, use_compile=True,
                         **options)

@@ -27,8 +27,8 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 #: error of the lazy module loader and checks of internal demo helpers.
 UNDOCUMENTED = {
     "module 'camkit' has no attribute {}",
-    "ablations need feature_module and classifier_weight",
     "extra_banks need feature_module and classifier_weight",
+    "every handle needs a row; no row uses {}",
 }
 
 
@@ -210,10 +210,14 @@ def test_replace_section_refuses_missing_markers():
 
 
 def test_demo_command_reproduces_the_configuration():
-    from camkit.demo import DemoConfig
+    from camkit.demo import HELD_OUT_SEEDS, DemoConfig
 
     command = _load_run_all().demo_command
-    assert command(DemoConfig().to_dict()) == "camkit demo --out docs/demo"
+    seeds = list(HELD_OUT_SEEDS)
+    assert command(DemoConfig().to_dict(), seeds) == "camkit demo --out docs/demo"
     assert command(DemoConfig.quick().to_dict()) == "camkit demo --quick --out docs/demo"
-    config = DemoConfig(tap=0.1, ablation=True).to_dict()
-    assert command(config) == "camkit demo --tap 0.1 --ablation --out docs/demo"
+    config = DemoConfig(tap=0.2, ablation=False, wsol_methods=("has", "adl")).to_dict()
+    assert command(config, [5]) == ("camkit demo --tap 0.2 --methods has adl --no-ablation "
+                                    "--seeds 5 --out docs/demo")
+    assert command(DemoConfig(eval_split="val").to_dict()) == \
+        "camkit demo --split val --seeds --out docs/demo"

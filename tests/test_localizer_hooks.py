@@ -570,3 +570,90 @@ def test_explicit_cream_still_warns_for_untrained_classes():
         loc.localize(x, classes=2)
     with pytest.raises(ValueError, match=r"method must be one of .* or None"):
         camkit.attach(model, method="gradcam", example_input=x)
+
+
+# ----------------------------------------------------------------------------- CREAM on RCAM
+def _trained_cream_handle(x: torch.Tensor, labels: torch.Tensor, **kwargs):
+    """A CREAM handle on a frozen ``_cnn`` whose bank saw ``labels``, and the features."""
+    torch.manual_seed(0)
+    model = _cnn().eval()  # frozen BatchNorm statistics: features are the same every call
+    loc = camkit.attach(model, method="cream", example_input=x[:1], **kwargs)
+    with torch.no_grad():
+        loc(x, labels=labels)
+        features = model[:5](x)
+    return loc, features, model[7].weight.detach()
+
+
+def test_calibration_and_added_maps_default_to_the_handles_cam():
+    from camkit.cream import cream_map
+
+    x, labels = torch.randn(3, 3, 8, 8), torch.tensor([0, 2, 1])
+    loc, features, weight = _trained_cream_handle(x, labels)
+    assert (loc.calibration_map, loc.added_map) == (None, "same")
+    assert "calibration_map=None, added_map='same'" in repr(loc)
+    default = loc.localize(x, labels=labels).maps
+    cam = class_activation_map(features, weight, labels)
+    assert_close(default, cream_map(features, loc.bank.fg[labels], loc.bank.bg[labels], cam=cam))
+    loc.detach()
+    for calibration, added in (("cam", "same"), ("cam", "cam"), (None, "cam")):
+        same, _, _ = _trained_cream_handle(x, labels, calibration_map=calibration,
+                                           added_map=added)
+        with same:
+            assert torch.equal(same.localize(x, labels=labels).maps, default)
+
+
+@pytest.mark.parametrize(("calibration", "added", "clamp_negative"), [
+    ("rcam", "none", None), ("rcam", "cam", None), ("cam", "rcam", None), (None, "rcam", True),
+    (None, "none", None), ("cam", "cam", True),
+])
+def test_calibration_and_added_maps_match_cream_map_by_hand(calibration, added,
+                                                            clamp_negative):
+    from camkit.cream import cream_map
+
+    x, labels = torch.randn(3, 3, 8, 8), torch.tensor([0, 2, 1])
+    loc, features, weight = _trained_cream_handle(x, labels, calibration_map=calibration,
+                                                  added_map=added,
+                                                  clamp_negative=clamp_negative)
+    cams = {"cam": class_activation_map(features, weight, labels),
+            "rcam": class_activation_map(features, weight.clamp_min(0), labels)}
+    own = "rcam" if clamp_negative else "cam"
+    cam = cams[calibration or own]
+    expected = cream_map(features, loc.bank.fg[labels], loc.bank.bg[labels], cam=cam,
+                         added_map=None if added in ("same", "none") else cams[added],
+                         add_cam=added != "none")
+    with loc:
+        result = loc.localize(x, labels=labels)
+    assert_close(result.maps, expected)
+
+
+def test_cream_on_rcam_bank_updates_keep_the_handles_cam():
+    x, labels = torch.randn(3, 3, 8, 8), torch.tensor([0, 2, 1])
+    plain, _, _ = _trained_cream_handle(x, labels)
+    composed, _, _ = _trained_cream_handle(x, labels, calibration_map="rcam", added_map="none")
+    assert torch.equal(plain.bank.fg, composed.bank.fg)
+    assert torch.equal(plain.bank.bg, composed.bank.bg)
+    # Per-call CAM and RCAM maps ignore the CREAM options.
+    with plain, composed:
+        for method in ("cam", "rcam"):
+            assert torch.equal(plain.localize(x, method=method).maps,
+                               composed.localize(x, method=method).maps)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"calibration_map": "nwc"}, r"calibration_map must be one of \('cam', 'rcam'\) or None, "
+                                 r"got 'nwc'"),
+    ({"calibration_map": "same"}, r"calibration_map must be one of"),
+    ({"added_map": None}, r"added_map must be one of \('cam', 'rcam', 'same', 'none'\), got "
+                          r"None"),
+    ({"added_map": "minmax"}, r"added_map must be one of .*, got 'minmax'"),
+    ({"method": "rcam", "calibration_map": "rcam"},
+     r"calibration_map= and added_map= choose the maps of CREAM's re-activation; attach with "
+     r"method='cream' or the default None, got method='rcam'"),
+    ({"method": "rcam", "added_map": "none"}, r"choose the maps of CREAM's .*method='rcam'"),
+    ({"method": "cam", "added_map": "cam"}, r"choose the maps of CREAM's .*method='cam'"),
+])
+def test_calibration_and_added_map_errors(kwargs, match):
+    model = _cnn()
+    with pytest.raises(ValueError, match=match):
+        camkit.attach(model, example_input=torch.randn(1, 3, 8, 8), **kwargs)
+    assert _hook_count(model) == 0

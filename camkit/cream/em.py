@@ -141,17 +141,19 @@ def _calibrate(z_fg: Tensor, z_bg: Tensor, cam_normalized: Tensor, delta: float 
 
 
 def _cream_kernel(prepared: _Pixels, mu_fg: Tensor, mu_bg: Tensor, scale: Tensor,
-                  log_ratio: Tensor, cam: Tensor | None, delta: Tensor, *, iterations: int,
-                  final_m_step: bool, normalized_means: bool, refresh: bool, add_cam: bool
-                  ) -> _Outputs:
+                  log_ratio: Tensor, cam: Tensor | None, added: Tensor | None, delta: Tensor,
+                  *, iterations: int, final_m_step: bool, normalized_means: bool, refresh: bool,
+                  add_cam: bool) -> _Outputs:
     """The EM over each image's pixels, then the CAM calibration: ``cream_map``'s arithmetic.
 
     Args: ``prepared``, the features ``(B, C, N)`` (float32 or float64) by ``_prepare_pixels``;
     initial centroids ``mu_fg, mu_bg (Tensor[B, C])``; 0-d ``scale`` and ``delta``; initial
     ``log_ratio = log(pi_fg / pi_bg) (Tensor[B])``; raw ``cam (Tensor[B, h, w])`` with ``h * w =
-    N``, or None; ``iterations`` EM rounds; ``final_m_step``: run the last round's M-step (only
+    N``, or None; raw ``added (Tensor[B, h, w])`` added in place of ``cam``, or None (``cam``
+    itself); ``iterations`` EM rounds; ``final_m_step``: run the last round's M-step (only
     the details need it); ``normalized_means``: M-step means of unit-norm pixels; ``refresh``:
-    one more E-step with the final centroids; ``add_cam``: add ``normalize_map(cam)``.
+    one more E-step with the final centroids; ``add_cam``: add ``normalize_map(cam)`` (or of
+    ``added``).
 
     Returns:
         ``out (Tensor[B, N])`` (the calibrated map, or ``z_fg`` without ``cam``), ``z_fg,
@@ -199,7 +201,8 @@ def _cream_kernel(prepared: _Pixels, mu_fg: Tensor, mu_bg: Tensor, scale: Tensor
         cam_normalized = normalize_map(cam).reshape(z_fg.shape)
         out = _calibrate(z_fg, z_bg, cam_normalized, delta)
         if add_cam:
-            out = out + cam_normalized
+            out = out + (cam_normalized if added is None
+                         else normalize_map(added).reshape(z_fg.shape))
     return out, z_fg, z_bg, centroids, mixing
 
 
@@ -243,32 +246,32 @@ def _check_options(scale: float, iterations: int, delta: float, mixing_init: flo
 
 @overload
 def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = ...,
-              scale: float = ..., iterations: int = ..., delta: float = ...,
-              mixing_init: float = ..., centroid_features: str = ...,
+              added_map: Tensor | None = ..., scale: float = ..., iterations: int = ...,
+              delta: float = ..., mixing_init: float = ..., centroid_features: str = ...,
               refresh_responsibilities: bool = ..., add_cam: bool = ..., use_compile: bool = ...,
               return_details: Literal[False] = ...) -> Tensor: ...
 
 
 @overload
 def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = ...,
-              scale: float = ..., iterations: int = ..., delta: float = ...,
-              mixing_init: float = ..., centroid_features: str = ...,
+              added_map: Tensor | None = ..., scale: float = ..., iterations: int = ...,
+              delta: float = ..., mixing_init: float = ..., centroid_features: str = ...,
               refresh_responsibilities: bool = ..., add_cam: bool = ..., use_compile: bool = ...,
               return_details: Literal[True]) -> CreamDetails: ...
 
 
 @overload
 def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = ...,
-              scale: float = ..., iterations: int = ..., delta: float = ...,
-              mixing_init: float = ..., centroid_features: str = ...,
+              added_map: Tensor | None = ..., scale: float = ..., iterations: int = ...,
+              delta: float = ..., mixing_init: float = ..., centroid_features: str = ...,
               refresh_responsibilities: bool = ..., add_cam: bool = ..., use_compile: bool = ...,
               return_details: bool) -> Tensor | CreamDetails: ...
 
 
 @torch.no_grad()
 def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = None,
-              scale: float = 8.0, iterations: int = 2, delta: float = 0.2,
-              mixing_init: float = 0.5, centroid_features: str = "raw",
+              added_map: Tensor | None = None, scale: float = 8.0, iterations: int = 2,
+              delta: float = 0.2, mixing_init: float = 0.5, centroid_features: str = "raw",
               refresh_responsibilities: bool = False, add_cam: bool = True,
               use_compile: bool = False, return_details: bool = False
               ) -> Tensor | CreamDetails:
@@ -282,8 +285,9 @@ def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = 
     With ``cam``: the responsibilities are calibrated (see ``calibrate``: the cluster that
     covers ``normalize_map(cam) > delta`` best is foreground) and the result is
     ``calibrated + normalize_map(cam)``, at feature resolution, not normalized (follow with
-    ``normalize_map(upsample_map(...))``). Without ``cam``: the responsibilities of the cluster
-    started from ``fg``.
+    ``normalize_map(upsample_map(...))``); with ``added_map`` too, ``calibrated +
+    normalize_map(added_map)`` (e.g. the CAM of clamped weights calibrates, the plain CAM is
+    added). Without ``cam``: the responsibilities of the cluster started from ``fg``.
 
     Computed in float32 (float64 for float64 inputs) without gradient, batched over images.
     Zero feature vectors and zero centroids have cosine 0 with everything; an empty cluster
@@ -297,6 +301,8 @@ def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = 
             ``bank.fg[classes]``), or one shared by the whole batch.
         bg (Tensor[B, C] or Tensor[C]): initial background centroid, likewise.
         cam (Tensor[B, h, w], optional): raw CAM of the image's class at feature resolution.
+        added_map (Tensor[B, h, w], optional): raw map whose min-max normalization is added in
+            place of ``cam``'s (needs ``cam`` and ``add_cam=True``) [choice: None, ``cam``].
         scale: the concentration ``s`` of the kernels (>= 0; a value past the compute
             dtype's largest float acts as that float).
         iterations: number ``T`` of EM rounds (>= 1).
@@ -306,7 +312,8 @@ def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = 
             (``"normalized"``) ones.
         refresh_responsibilities: run one more E-step with the final centroids and output
             those responsibilities instead of the last E-step's [choice: False].
-        add_cam: add ``normalize_map(cam)`` to the calibrated map [choice: True].
+        add_cam: add ``normalize_map(cam)`` (or ``added_map``'s) to the calibrated map
+            [choice: True].
         use_compile: run the same kernel through ``torch.compile`` (default backend; the
             first call per shape compiles it). Errors of the compiler are not caught.
         return_details: return a ``CreamDetails`` instead of the map.
@@ -324,14 +331,18 @@ def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = 
     if height == 0 or width == 0:
         raise ValueError(f"features must have non-empty spatial dims, got shape "
                          f"{tuple(features.shape)}")
-    if cam is not None:
-        check_tensor(cam, "cam", ndim=3, shape_doc="(B, h, w)")
-        check_same_device(features, "features", cam=cam)
-        if tuple(cam.shape) != (batch, height, width):
-            raise ValueError(f"cam must have shape (B, h, w) = ({batch}, {height}, {width}) to "
-                             f"match features, got {tuple(cam.shape)}")
+    if added_map is not None and (cam is None or not add_cam):
+        raise ValueError("added_map= is added in place of cam=; it needs cam= and add_cam=True, "
+                         f"got {'cam=None' if cam is None else 'add_cam=False'}")
+    for name, value in (("cam", cam), ("added_map", added_map)):
+        if value is not None:
+            check_tensor(value, name, ndim=3, shape_doc="(B, h, w)")
+            check_same_device(features, "features", **{name: value})
+            if tuple(value.shape) != (batch, height, width):
+                raise ValueError(f"{name} must have shape (B, h, w) = ({batch}, {height}, "
+                                 f"{width}) to match features, got {tuple(value.shape)}")
     # The widest input dtype: a float64 centroid or CAM must not overflow into float32.
-    dtypes = [t.dtype for t in (features, fg, bg, cam) if t is not None]
+    dtypes = [t.dtype for t in (features, fg, bg, cam, added_map) if t is not None]
     dtype, device = compute_dtype(reduce(torch.promote_types, dtypes)), features.device
     # Scalars as 0-d tensors: a compiled kernel then serves every value without recompiling.
     logit = math.log(mixing_init) - math.log1p(-mixing_init)
@@ -343,6 +354,7 @@ def cream_map(features: Tensor, fg: Tensor, bg: Tensor, *, cam: Tensor | None = 
         torch.full((), min(scale, torch.finfo(dtype).max), dtype=dtype, device=device),
         torch.full((batch,), logit, dtype=dtype, device=device),
         None if cam is None else cam.to(dtype),
+        None if added_map is None else added_map.to(dtype),
         torch.full((), delta, dtype=dtype, device=device),
         iterations=iterations,
         # Without the details, the last M-step's outputs are unused.
@@ -367,8 +379,8 @@ class EMReActivation(nn.Module):
     ``centroid_features``, ``refresh_responsibilities``, ``add_cam``, ``use_compile``).
 
     Shape:
-        ``features (B, C, h, w)``, ``fg``/``bg`` ``(B, C)`` or ``(C,)``, ``cam (B, h, w)``
-        → ``(B, h, w)``.
+        ``features (B, C, h, w)``, ``fg``/``bg`` ``(B, C)`` or ``(C,)``, ``cam`` and
+        ``added_map`` ``(B, h, w)`` → ``(B, h, w)``.
     """
 
     def __init__(self, scale: float = 8.0, iterations: int = 2, delta: float = 0.2, *,
@@ -384,12 +396,14 @@ class EMReActivation(nn.Module):
         self.add_cam = bool(add_cam)
         self.use_compile = use_compile
 
-    def forward(self, features: Tensor, fg: Tensor, bg: Tensor, cam: Tensor | None = None, *,
-                return_details: bool = False) -> Tensor | CreamDetails:
-        """``cream_map(features, fg, bg, cam=cam, ...)`` with this module's options."""
+    def forward(self, features: Tensor, fg: Tensor, bg: Tensor, cam: Tensor | None = None,
+                added_map: Tensor | None = None, *, return_details: bool = False
+                ) -> Tensor | CreamDetails:
+        """``cream_map(features, fg, bg, cam=cam, added_map=added_map, ...)`` with this
+        module's options."""
         return cream_map(
-            features, fg, bg, cam=cam, scale=self.scale, iterations=self.iterations,
-            delta=self.delta, mixing_init=self.mixing_init,
+            features, fg, bg, cam=cam, added_map=added_map, scale=self.scale,
+            iterations=self.iterations, delta=self.delta, mixing_init=self.mixing_init,
             centroid_features=self.centroid_features,
             refresh_responsibilities=self.refresh_responsibilities, add_cam=self.add_cam,
             use_compile=self.use_compile, return_details=return_details,

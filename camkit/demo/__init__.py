@@ -2,134 +2,131 @@
 
 A classifier is trained with image labels only on a procedural dataset
 (``camkit.data.synthetic``) in which each object's class is told by a small part, so CAM
-fires on the part and misses the rest of the object. CAM, RCAM and CREAM are then scored with
-the reference metrics on a held-out split.
+fires on the part and misses the rest of the object. CAM, RCAM (a model trained with TAP,
+then NWC + PaS), CREAM and CREAM on RCAM (and optionally HaS and ADL, with and without CREAM)
+are scored with the reference metrics on a split generated apart from the training data:
+``test`` for reported figures, ``val`` for design decisions.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from camkit._environment import cpu_model
-from camkit._progress import ProgressBar
-from camkit.demo._config import ABLATION_ITERATIONS, ABLATION_MOMENTA, DemoConfig
+from camkit.demo._config import HELD_OUT_SEEDS, DemoConfig
 from camkit.demo._efficientnet import EfficientNetLite0, load_efficientnet_lite0
+from camkit.demo._machine import machine
 
-__all__ = ["DemoConfig", "EfficientNetLite0", "load_efficientnet_lite0", "run_demo"]
-
-
-def _machine() -> str:
-    model = cpu_model()
-    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
+__all__ = ["HELD_OUT_SEEDS", "DemoConfig", "EfficientNetLite0", "load_efficientnet_lite0",
+           "run_benchmark", "run_demo"]
 
 
 def run_demo(config: DemoConfig, out: str | os.PathLike[str] | None = None, *,
              progress: bool | None = None, stream: TextIO | None = None) -> dict[str, Any]:
-    """Train, localize and score; print the table; write the outputs to ``out`` if given.
+    """Train, localize and score one seed; print the table; write the outputs to ``out``.
 
-    Returns the results as a JSON-able dict (the content of ``results.json``).
+    Runs with ``config.threads`` torch threads (restored afterwards). Returns the results as
+    a JSON-able dict (the content of ``results.json``).
     """
-    import camkit
-    from camkit.cream import ContextEmbeddingBank
-    from camkit.data.synthetic import SyntheticWSOL, SyntheticWSOLConfig
-    from camkit.demo._evaluate import evaluate
-    from camkit.demo._model import DemoNet
-    from camkit.demo._report import format_table, write_outputs
-    from camkit.demo._train import render_split, train
+    from camkit.demo._report import format_table, smoke_test_banner, write_outputs
+    from camkit.demo._run import run_seed
 
     stream = sys.stdout if stream is None else stream
     start = time.perf_counter()
-
-    def dataset(split: str, length: int) -> SyntheticWSOL:
-        return SyntheticWSOL(SyntheticWSOLConfig(
-            seed=config.seed, num_classes=config.num_classes, image_size=config.image_size,
-            part_ratio=config.part_ratio, split=split, length=length))
-
-    train_split = render_split(dataset("train", config.train_size), "render train", progress)
-    test_split = render_split(dataset("test", config.test_size), "render test", progress)
-    example = torch.zeros(1, 3, config.image_size, config.image_size)
-    torch.manual_seed(config.seed)
-    model = DemoNet(config.num_classes, head_channels=config.head_channels)
-    # The trunk is frozen: its features are computed once and the head trains on them.
-    train_inputs = model.trunk_features(train_split["images"])
-    rendered = time.perf_counter()
-
-    handles: dict[str, camkit.Localizer] = {}
-    try:
-        banks: dict[float, ContextEmbeddingBank] = {}
-        channels = model.head.feature_channels
-        if config.ablation:
-            generator = torch.Generator().manual_seed(config.seed + 1)
-            banks = {m: ContextEmbeddingBank(config.num_classes, channels, momentum=m,
-                                             generator=generator) for m in ABLATION_MOMENTA}
-        fit = partial(train, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                      weight_decay=config.weight_decay, seed=config.seed, progress=progress)
-        with camkit.attach(model.head, method="cream", example_input=train_inputs[:1]) as loc:
-            log = fit(loc, model.head, train_inputs, train_split["labels"], extra_banks=banks,
-                      feature_module=model.head.features,
-                      classifier_weight=lambda: model.head.fc.weight.detach())
-            assert loc.bank is not None  # method="cream" holds one
-            learned_bank = loc.bank.state_dict()
-        logs = {"GAP": log}
-        # Localize with the whole network (images in); the bank learned during training moves
-        # over through its state_dict.
-        full = camkit.attach(model, method="cream", example_input=example)
-        assert full.bank is not None
-        full.bank.load_state_dict(learned_bank)
-        handles.update({"CAM": full, "RCAM": full, "CREAM": full})
-        if config.tap is not None:
-            torch.manual_seed(config.seed)
-            tap_model = DemoNet(config.num_classes, head_channels=config.head_channels,
-                               trunk=model.trunk)
-            with camkit.attach(tap_model.head, method="rcam", tap=config.tap,
-                               example_input=train_inputs[:1]) as tap_loc:
-                logs["TAP"] = fit(tap_loc, tap_model.head, train_inputs, train_split["labels"])
-            handles["RCAM+TAP"] = camkit.attach(tap_model, method="rcam", tap=config.tap,
-                                                example_input=example)
-        trained = time.perf_counter()
-        evaluation = evaluate(
-            handles, test_split, cam_curve_interval=config.cam_curve_interval,
-            ablation_banks=banks,
-            ablation_iterations=ABLATION_ITERATIONS if config.ablation else (),
-            feature_module=model.head.features,
-            classifier_weight=lambda: model.head.fc.weight.detach(), progress=progress)
-        results: dict[str, Any] = {
-            "config": config.to_dict(),
-            "machine": _machine(),
-            "top1": evaluation.top1,
-            "methods": evaluation.methods,
-            "ablation": evaluation.ablation,
-            "thresholds": evaluation.thresholds,
-            "training": {name: {"loss": lg.loss, "accuracy": lg.accuracy, "seconds": lg.seconds}
-                         for name, lg in logs.items()},
-        }
-        results["seconds"] = {"data": rendered - start, "train": trained - rendered,
-                              "evaluate": evaluation.seconds,
-                              "total": time.perf_counter() - start}
-        print(f"classification top-1: {evaluation.top1:.1f}%", file=stream)
-        print(format_table(evaluation.methods), file=stream)
-        if evaluation.ablation:
-            print("sensitivity (MaxBoxAccV2): " + ", ".join(
-                f"{k} {v['max_box_acc_v2']:.1f}" for k, v in evaluation.ablation.items()),
-                file=stream)
-        if out is not None:
-            bar = ProgressBar(1, "write report", enabled=progress)
-            paths = write_outputs(Path(out), results, handles, test_split, config.overlays)
+    if config.smoke_test:
+        print(smoke_test_banner(), file=stream)
+    with _threads(config.threads):
+        results, keep = run_seed(config, progress=progress)
+        try:
+            _print_seed(results, stream, format_table)
             results["seconds"]["total"] = time.perf_counter() - start
-            bar.update()
-            bar.close()
-            print(f"wrote {', '.join(str(p) for p in paths)}", file=stream)
-        print(f"total time: {time.perf_counter() - start:.0f} s", file=stream)
-        return results
-    finally:
-        for loc in {id(h): h for h in handles.values()}.values():
-            loc.detach()
+            if out is not None:
+                paths = write_outputs(Path(out), results, keep)
+                print(f"wrote {', '.join(str(p) for p in paths)}", file=stream)
+        finally:
+            keep.close()
+    results["seconds"]["total"] = time.perf_counter() - start
+    print(f"total time: {results['seconds']['total']:.0f} s", file=stream)
+    return results
+
+
+def run_benchmark(config: DemoConfig, seeds: tuple[int, ...] = HELD_OUT_SEEDS,
+                  out: str | os.PathLike[str] | None = None, *, progress: bool | None = None,
+                  stream: TextIO | None = None) -> dict[str, Any]:
+    """``camkit demo``'s default: ``config.seed`` in full (table, pictures) plus the spread
+    over ``seeds`` (never used for a decision), and the papers' claims tested on them.
+
+    Writes ``results.json``, ``report.md`` and the pictures of ``config.seed`` to ``out``.
+    """
+    from camkit.demo._claims import claims_table
+    from camkit.demo._report import (
+        format_claims,
+        format_spread,
+        format_table,
+        smoke_test_banner,
+        summarize,
+        write_benchmark,
+    )
+    from camkit.demo._run import run_seed
+
+    stream = sys.stdout if stream is None else stream
+    start = time.perf_counter()
+    if config.smoke_test:
+        print(smoke_test_banner(), file=stream)
+    seeds = tuple(dict.fromkeys(s for s in seeds if s != config.seed))
+    with _threads(config.threads):
+        print(f"== seed {config.seed}", file=stream)
+        # The sensitivity studies feed the claims, which are tested on the held-out seeds.
+        first = config.with_overrides(ablation=False) if seeds else config
+        main, keep = run_seed(first, progress=progress)
+        try:
+            _print_seed(main, stream, format_table)
+            runs: dict[int, dict[str, Any]] = {}
+            for seed in seeds:
+                print(f"== seed {seed} (held out)", file=stream)
+                runs[seed], other = run_seed(config.with_overrides(seed=seed),
+                                             progress=progress)
+                other.close()
+                _print_seed(runs[seed], stream, format_table)
+            spread_runs = runs or {config.seed: main}
+            results: dict[str, Any] = {
+                "config": config.to_dict(), "machine": machine(config.threads),
+                "seed": main, "held_out": runs,
+                "summary": summarize(spread_runs),
+                "claims": claims_table(spread_runs),
+            }
+            print(format_spread(results["summary"]), file=stream)
+            print(format_claims(results["claims"]), file=stream)
+            results["seconds"] = time.perf_counter() - start
+            if out is not None:
+                paths = write_benchmark(Path(out), results, keep)
+                print(f"wrote {', '.join(str(p) for p in paths)}", file=stream)
+        finally:
+            keep.close()
+    results["seconds"] = time.perf_counter() - start
+    print(f"total time: {results['seconds']:.0f} s", file=stream)
+    return results
+
+
+def _print_seed(results: dict[str, Any], stream: TextIO, format_table: Any) -> None:
+    top1 = ", ".join(f"{name} {value:.1f}%" for name, value in results["top1"].items())
+    print(f"classification top-1 on {results['config']['eval_split']}: {top1}", file=stream)
+    print(format_table(results["methods"]), file=stream)
+
+
+class _threads:
+    """Run with ``count`` torch threads, restoring the previous count on exit."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.previous = count, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc_info: object) -> None:
+        torch.set_num_threads(self.previous)

@@ -1,4 +1,4 @@
-"""Evaluation of the demo: CAM, RCAM and CREAM scored with the reference metrics."""
+"""Evaluation of the demo: each row and study variant scored with the reference metrics."""
 
 from __future__ import annotations
 
@@ -13,27 +13,31 @@ from torch import Tensor, nn
 
 from camkit._progress import ProgressBar
 from camkit.boxes import threshold_grid
-from camkit.cam import class_activation_map, normalize_map, upsample_map
-from camkit.cream import ContextEmbeddingBank, cream_map
+from camkit.cam import normalize_map, upsample_map
 from camkit.localizer import Localizer
 from camkit.metrics import BoxAccuracy, LocalizationAccuracy, PixelAP
 
 from ._model import to_input
 from ._train import capture_outputs
 
-__all__ = ["METHODS", "Evaluation", "evaluate", "method_of"]
+__all__ = ["Evaluation", "MapFn", "Row", "evaluate"]
 
-#: Table name → (``Localizer`` method, fixed-threshold rule of its GT-known / top-1 figures).
-METHODS: dict[str, tuple[str, str]] = {
-    "CAM": ("cam", "max"),
-    "RCAM": ("rcam", "pas"),
-    "CREAM": ("cream", "max"),
-}
+#: ``map_fn(features, labels)``: a feature-resolution map ``(B, h, w)`` of a study variant.
+MapFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def method_of(name: str) -> tuple[str, str]:
-    """(method, rule) of a table name; a variant such as ``"RCAM+TAP"`` is its base's."""
-    return METHODS[name.split("+")[0]]
+@dataclass(frozen=True)
+class Row:
+    """A row of the table: the trained model (a key of the handles) and how it localizes.
+
+    ``method`` is passed to ``Localizer.localize``; ``rule`` is the fixed-threshold rule of
+    the row's GT-known and top-1 localization (``"max"`` or ``"pas"``).
+    """
+
+    name: str
+    model: str
+    method: str
+    rule: str
 
 
 @dataclass
@@ -107,95 +111,88 @@ def _meters(grid: np.ndarray, rule: str) -> _MethodMeters:
 
 
 @dataclass
-class Evaluation:
-    """What ``evaluate`` measured; ``methods`` maps a table name to its figures."""
+class _StudyMeters:
+    boxes: BoxAccuracy
+    pixels: PixelAP
 
-    top1: float
+    def result(self) -> dict[str, Any]:
+        boxes = self.boxes.compute()
+        return {"max_box_acc_v2": boxes.max_box_acc_v2,
+                "max_box_acc": {f"{k:g}": v for k, v in boxes.max_box_acc.items()},
+                "pxap": self.pixels.compute().pxap}
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measured: classification top-1 per model, the figures of each
+    row, and of each study variant (model → variant → figures)."""
+
+    top1: dict[str, float]
     methods: dict[str, dict[str, Any]]
     thresholds: list[float]
-    ablation: dict[str, dict[str, float]] | None
+    studies: dict[str, dict[str, dict[str, Any]]]
     seconds: float
 
 
 def evaluate(
     handles: dict[str, Localizer],
+    rows: list[Row],
     split: dict[str, Tensor],
     *,
     cam_curve_interval: float,
     batch_size: int = 50,
-    ablation_banks: dict[float, ContextEmbeddingBank] | None = None,
-    ablation_iterations: tuple[int, ...] = (),
-    feature_module: nn.Module | None = None,
-    classifier_weight: Callable[[], Tensor] | None = None,
+    studies: dict[str, tuple[nn.Module, dict[str, MapFn]]] | None = None,
     progress: bool | None = None,
 ) -> Evaluation:
-    """Score every method on a rendered test split.
+    """Score every row (and study variant) on a rendered split.
 
     Args:
-        handles: table name → the attached handle to localize with and its method; the
-            first handle's model gives the classification accuracy.
+        handles: model key → the handle attached to that trained model.
+        rows: the table's rows, in order.
         split: the output of ``render_split`` (with ``part_boxes``).
-        ablation_banks: momentum → bank, for the momentum study (CREAM with T = 2).
-        ablation_iterations: EM iterations for the iterations study (0 is plain CAM).
-        feature_module, classifier_weight: where the ablations read features and weights.
+        studies: model key → (the module whose output is the CAM features, variant name →
+            map function); each variant is scored with MaxBoxAccV2 and PxAP.
     """
     start = time.perf_counter()
+    studies = studies or {}
+    unused = set(handles) - {row.model for row in rows}
+    if unused:
+        raise ValueError(f"every handle needs a row; no row uses {sorted(unused)}")
     grid = threshold_grid(cam_curve_interval)
-    meters = {name: _meters(grid, method_of(name)[1]) for name in handles}
-    studies = {f"T={t}": _box_meter(grid) for t in ablation_iterations}
-    studies.update({f"lambda={m:g}": _box_meter(grid) for m in ablation_banks or {}})
+    meters = {row.name: _meters(grid, row.rule) for row in rows}
+    study_meters = {model: {name: _StudyMeters(_box_meter(grid), PixelAP(thresholds=grid))
+                            for name in variants} for model, (_, variants) in studies.items()}
     count = split["images"].shape[0]
     size = (split["images"].shape[-2], split["images"].shape[-1])
-    correct = 0
+    correct = dict.fromkeys(handles, 0)
     bar = ProgressBar(-(-count // batch_size), "evaluate", enabled=progress)
-    if studies and (feature_module is None or classifier_weight is None):
-        raise ValueError("ablations need feature_module and classifier_weight")
-    with capture_outputs(feature_module if studies else None) as captured, bar:
+    with bar:
         for begin in range(0, count, batch_size):
             index = torch.arange(begin, min(begin + batch_size, count))
             x = to_input(split["images"][index])
             targets = _Targets.of(split, index)
-            for position, (name, loc) in enumerate(handles.items()):
-                captured.clear()
-                result = loc.localize(x, labels=targets.labels, method=method_of(name)[0],
-                                      boxes=False)
-                meters[name].update(result.scoremaps, result.logits, targets)
-                if position == 0:
-                    correct += int((result.logits.argmax(1) == targets.labels).sum())
-                    if studies and captured:
-                        assert classifier_weight is not None  # checked above
-                        _update_studies(studies, captured[-1], classifier_weight(), loc,
-                                        ablation_banks or {}, ablation_iterations, size,
-                                        targets)
+            for model, loc in handles.items():
+                module = studies[model][0] if model in studies else None
+                model_rows = [row for row in rows if row.model == model]
+                with capture_outputs(module) as captured:
+                    results = [loc.localize(x, labels=targets.labels, method=row.method,
+                                            boxes=False) for row in model_rows]
+                for row, result in zip(model_rows, results, strict=True):
+                    meters[row.name].update(result.scoremaps, result.logits, targets)
+                correct[model] += int((results[0].logits.argmax(1) == targets.labels).sum())
+                if model in studies and captured:
+                    for name, map_fn in studies[model][1].items():
+                        maps = normalize_map(upsample_map(map_fn(captured[0], targets.labels),
+                                                          size))
+                        study_meters[model][name].boxes.update(maps, targets.boxes)
+                        study_meters[model][name].pixels.update(
+                            maps, targets.masks.to(torch.uint8))
             bar.update()
-    ablation = None
-    if studies:
-        ablation = {key: {"max_box_acc_v2": meter.compute().max_box_acc_v2}
-                    for key, meter in studies.items()}
     return Evaluation(
-        top1=100.0 * correct / count,
-        methods={name: meter.result() for name, meter in meters.items()},
+        top1={model: 100.0 * hits / count for model, hits in correct.items()},
+        methods={row.name: meters[row.name].result() for row in rows},
         thresholds=grid.tolist(),
-        ablation=ablation,
+        studies={model: {name: meter.result() for name, meter in variants.items()}
+                 for model, variants in study_meters.items()},
         seconds=time.perf_counter() - start,
     )
-
-
-def _update_studies(studies: dict[str, BoxAccuracy], features: Tensor, weight: Tensor,
-                    loc: Localizer, banks: dict[float, ContextEmbeddingBank],
-                    iterations: tuple[int, ...], size: tuple[int, int],
-                    targets: _Targets) -> None:
-    labels, boxes = targets.labels, targets.boxes
-    cam = class_activation_map(features, weight, labels)
-    for t in iterations:
-        if t == 0:
-            maps = cam
-        else:
-            assert loc.bank is not None  # the first handle, attached with method="cream"
-            maps = cream_map(features, loc.bank.fg[labels], loc.bank.bg[labels], cam=cam,
-                             scale=loc.scale, iterations=t)
-        studies[f"T={t}"].update(normalize_map(upsample_map(maps, size)), boxes)
-    for momentum, bank in banks.items():
-        maps = cream_map(features, bank.fg[labels], bank.bg[labels], cam=cam, scale=loc.scale,
-                         iterations=loc.iterations)
-        studies[f"lambda={momentum:g}"].update(normalize_map(upsample_map(maps, size)), boxes)

@@ -22,24 +22,31 @@ class _WithInput(nn.Module):
 
 
 class DemoHead(nn.Module):
-    """Two 3×3 conv + ReLU layers, concatenated with their input → global average pooling →
-    linear classifier.
+    """Two 3×3 conv + ReLU layers → global average pooling → linear classifier.
 
-    CAM and CREAM are formed from the output of ``features``,
-    ``Tensor[B, in_channels + channels, h, w]``. The trained channels learn the class (the
-    small part); the input channels, pretrained and frozen, keep the appearance of the whole
-    scene, which is what CREAM's clustering needs to separate the object from the background
-    (without them the demo's CREAM gain fell to about 1 point on seed 0; see
-    docs/demo-dataset-design.md).
+    CAM and CREAM are formed from the output of ``features``, ``Tensor[B, channels, h, w]``:
+    the last convolutional block, as in a VGG or ResNet classifier.
+
+    Args:
+        in_channels: channels of the trunk's output.
+        num_classes: ``K``.
+        channels: channels of the two conv layers.
+        trunk_channels_in_cam: return ``cat([input, conv output])`` from ``features`` (an
+            earlier design of the demo, kept for its design study; a real classifier has no
+            such channels).
+        adl: an ``AttentionDropout`` inserted after the first conv block (ADL training).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 96) -> None:
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 96, *,
+                 trunk_channels_in_cam: bool = False, adl: nn.Module | None = None) -> None:
         super().__init__()
-        self.features = _WithInput(nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
-        ))
-        self.feature_channels = in_channels + channels
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU()]
+        if adl is not None:
+            layers.append(adl)
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+        body = nn.Sequential(*layers)
+        self.features = _WithInput(body) if trunk_channels_in_cam else body
+        self.feature_channels = channels + (in_channels if trunk_channels_in_cam else 0)
         self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.feature_channels, num_classes)
 
@@ -57,13 +64,15 @@ class DemoNet(nn.Module):
     Args:
         num_classes: ``K``.
         head_channels: channels of the head's conv layers.
+        trunk_channels_in_cam, adl: see ``DemoHead``.
         trunk_blocks: how many of Lite0's 16 blocks the trunk keeps.
         pretrained: load the packaged ImageNet weights (else random weights, for tests).
         trunk: share an existing trunk (e.g. between two heads) instead of building one.
     """
 
     def __init__(self, num_classes: int, *, head_channels: int = 96, trunk_blocks: int = 5,
-                 pretrained: bool = True, trunk: nn.Sequential | None = None) -> None:
+                 pretrained: bool = True, trunk: nn.Sequential | None = None,
+                 trunk_channels_in_cam: bool = False, adl: nn.Module | None = None) -> None:
         super().__init__()
         if trunk is None:
             lite = load_efficientnet_lite0() if pretrained else EfficientNetLite0()
@@ -72,7 +81,8 @@ class DemoNet(nn.Module):
             trunk.requires_grad_(False)
         self.trunk = trunk.eval()
         out_channels = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-        self.head = DemoHead(out_channels, num_classes, head_channels)
+        self.head = DemoHead(out_channels, num_classes, head_channels,
+                             trunk_channels_in_cam=trunk_channels_in_cam, adl=adl)
 
     def train(self, mode: bool = True) -> DemoNet:
         super().train(mode)

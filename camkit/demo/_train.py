@@ -18,7 +18,21 @@ from camkit.cam import class_activation_map
 from camkit.cream import ContextEmbeddingBank
 from camkit.localizer import Localizer
 
-__all__ = ["TrainingLog", "capture_outputs", "render_split", "train"]
+__all__ = ["BatchOf", "TrainingLog", "capture_outputs", "flipped_batches", "render_split",
+           "train"]
+
+#: ``batch_of(index, generator)``: the model input of the training items ``index`` (with
+#: their random augmentation drawn from ``generator``).
+BatchOf = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def flipped_batches(inputs: Tensor) -> BatchOf:
+    """Batches of ``inputs (Tensor[N, ...])`` with a random half flipped horizontally."""
+    def batch_of(index: Tensor, generator: torch.Generator) -> Tensor:
+        x = inputs[index].float()
+        flip = torch.rand(x.shape[0], generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return batch_of
 
 
 @contextmanager
@@ -53,31 +67,37 @@ class TrainingLog:
     seconds: float
 
 
-def render_split(dataset: ItemDataset, description: str,
-                 progress: bool | None) -> dict[str, Tensor]:
+def render_split(dataset: ItemDataset, description: str, progress: bool | None,
+                 workers: int = 0) -> dict[str, Tensor]:
     """Render every item once: ``uint8 (N, 3, S, S)`` images, labels, boxes and masks of the
-    whole object and of its class-specific part."""
-    bar = ProgressBar(len(dataset), description, enabled=progress)
-    images, labels, boxes, masks, part_boxes, part_masks = [], [], [], [], [], []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        images.append((item["image"] * 255).round().to(torch.uint8))
-        labels.append(item["label"])
-        boxes.append(item["box"])
-        masks.append(item["mask"])
-        part_boxes.append(item["part_box"])
-        part_masks.append(item["part_mask"])
-        bar.update()
-    bar.close()
-    return {"images": torch.stack(images), "labels": torch.stack(labels),
-            "boxes": torch.stack(boxes), "masks": torch.stack(masks),
-            "part_boxes": torch.stack(part_boxes), "part_masks": torch.stack(part_masks)}
+    whole object and of its class-specific part.
+
+    ``workers`` > 0 renders in that many processes (``torch.utils.data.DataLoader``); every
+    item is drawn from its own seed, so the bytes do not depend on the count.
+    """
+    keys = ("label", "box", "mask", "part_box", "part_mask")
+    count = len(dataset)
+    batch = 32
+    loader: torch.utils.data.DataLoader[dict[str, Tensor]] = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, num_workers=workers)  # type: ignore[arg-type]
+    bar = ProgressBar(-(-count // batch), description, enabled=progress)
+    parts: dict[str, list[Tensor]] = {"images": [], **{key: [] for key in keys}}
+    with bar:
+        for items in loader:
+            parts["images"].append((items["image"] * 255).round().to(torch.uint8))
+            for key in keys:
+                parts[key].append(items[key])
+            bar.update()
+    return {"images": torch.cat(parts["images"]), "labels": torch.cat(parts["label"]),
+            "boxes": torch.cat(parts["box"]), "masks": torch.cat(parts["mask"]),
+            "part_boxes": torch.cat(parts["part_box"]),
+            "part_masks": torch.cat(parts["part_mask"])}
 
 
 def train(
     loc: Localizer,
     model: nn.Module,
-    inputs: Tensor,
+    batch_of: BatchOf,
     labels: Tensor,
     *,
     epochs: int,
@@ -85,21 +105,21 @@ def train(
     lr: float,
     weight_decay: float,
     seed: int,
-    extra_banks: dict[float, ContextEmbeddingBank] | None = None,
+    extra_banks: dict[str, ContextEmbeddingBank] | None = None,
     progress: bool | None = None,
     feature_module: nn.Module | None = None,
     classifier_weight: Callable[[], Tensor] | None = None,
 ) -> TrainingLog:
-    """Train ``model`` on ``inputs (Tensor[N, ...])`` through its camkit handle ``loc``
-    (which updates CREAM's bank); a random half of each batch is flipped horizontally.
+    """Train ``model`` on the items of ``labels (Tensor[N])`` through its camkit handle
+    ``loc`` (which updates CREAM's bank); ``batch_of`` gives each batch's input.
 
-    ``extra_banks`` (momentum → bank) learn from the same features and label-class CAMs as
+    ``extra_banks`` (name → bank) learn from the same features and label-class CAMs as
     the handle's own bank; they feed the momentum sensitivity study. They need
     ``feature_module`` (the layer whose output the CAM is formed from) and
     ``classifier_weight`` (returns the live classifier weight).
     """
     generator = torch.Generator().manual_seed(seed)
-    count = inputs.shape[0]
+    count = labels.shape[0]
     steps_per_epoch = math.ceil(count / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -117,9 +137,7 @@ def train(
             total_loss, correct = 0.0, 0
             for step in range(steps_per_epoch):
                 index = order[step * batch_size:(step + 1) * batch_size]
-                x = inputs[index].float()
-                flip = torch.rand(x.shape[0], generator=generator) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                x = batch_of(index, generator)
                 y = labels[index]
                 captured.clear()
                 logits = loc(x, labels=y)
