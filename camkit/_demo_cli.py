@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_demo_parser"]
@@ -70,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
         config = base.with_overrides(**overrides)
     except (TypeError, ValueError) as error:
         raise SystemExit(f"camkit demo: {error}") from error
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # checked now, not after minutes of training
+        raise SystemExit(f"camkit demo: --out {out} exists and is not a folder")
     progress = False if args.no_progress else None
     seeds = args.seeds if args.seeds is not None else () if args.quick else HELD_OUT_SEEDS
     if not [s for s in seeds if s != config.seed]:

@@ -217,8 +217,13 @@ def test_quick_command_is_labelled_a_smoke_test(tmp_path, capsys):
         assert image is not None and image.std() > 0, picture
 
 
-def test_cli_rejects_bad_options():
+def test_cli_rejects_bad_options(tmp_path):
     from camkit.cli import main
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(SystemExit, match=r"camkit demo: --out .*file exists and is not a folder"):
+        main(["demo", "--out", str(not_a_folder)])
 
     with pytest.raises(SystemExit, match="camkit demo: num_classes must be >= 2, got 1"):
         main(["demo", "--classes", "1"])
