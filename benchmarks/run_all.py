@@ -11,7 +11,9 @@ here, and the Markdown block it prints replaces the text between the matching ma
 * ``<!-- bench-metrics:start -->`` … ``<!-- bench-metrics:end -->``: ``bench_metrics.py``;
 * ``<!-- bench-em:start -->`` … ``<!-- bench-em:end -->``: ``bench_em.py``;
 * ``<!-- demo:start -->`` … ``<!-- demo:end -->``: ``docs/demo/report.md`` (written by
-  ``camkit demo --out docs/demo``), when it exists.
+  ``camkit demo --out docs/demo``), when it exists;
+* ``<!-- demo-methods:start -->`` … ``<!-- demo-methods:end -->``: ``docs/demo-methods/report.md``
+  (``METHODS_COMMAND``), when it exists.
 
 From ``docs/demo/results.json`` the README's ``<!-- demo-readme:start -->`` …
 ``<!-- demo-readme:end -->`` section gets the demo's table and a link to
@@ -143,6 +145,10 @@ def demo_study_section(folder: str, name: str, command: str, levels: int = 2) ->
     return f"Command: `{command}`.\n\n" + text.strip()
 
 
+#: The demo's WSOL-method rows (seed 0 only), published in docs/benchmarks.md.
+METHODS_COMMAND = ("camkit demo --methods has adl --seeds --no-ablation --overlays 0 "
+                   "--out docs/demo-methods")
+
 #: Reruns of the demo's first seed with PyTorch's CPU kernels forced to another instruction
 #: set: ``ATEN_CPU_CAPABILITY=<isa> camkit demo --seeds --no-ablation --overlays 0
 #: --out docs/demo-repeat/<isa>``.
@@ -244,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         text = replace_section(text, "demo", report)
     else:
         print(f"run_all: {DEMO_DIR / 'report.md'} not found; demo section left as it is")
+    methods = demo_study_section("demo-methods", "report.md", METHODS_COMMAND)
+    if methods is None:
+        print("run_all: docs/demo-methods/report.md not found; demo-methods section left as it is")
+    else:
+        text = replace_section(text, "demo-methods", methods)
     write_text_atomic(BENCHMARKS_MD, text)
     print(f"wrote {BENCHMARKS_MD.relative_to(REPO)}")
 

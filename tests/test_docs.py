@@ -193,7 +193,7 @@ def _load_run_all():
 
 
 @pytest.mark.parametrize(("path", "names"), [
-    ("docs/benchmarks.md", ("bench-metrics", "bench-em", "demo")),
+    ("docs/benchmarks.md", ("bench-metrics", "bench-em", "demo", "demo-methods")),
     ("README.md", ("demo-readme",)),
 ])
 def test_generated_sections_have_their_markers(path, names):
