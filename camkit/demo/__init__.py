@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -119,14 +121,12 @@ def _print_seed(results: dict[str, Any], stream: TextIO, format_table: Any) -> N
     print(format_table(results["methods"]), file=stream)
 
 
-class _threads:
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
     """Run with ``count`` torch threads, restoring the previous count on exit."""
-
-    def __init__(self, count: int) -> None:
-        self.count, self.previous = count, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.count)
-
-    def __exit__(self, *exc_info: object) -> None:
-        torch.set_num_threads(self.previous)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

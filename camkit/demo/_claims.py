@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ._run import study_group
+
 __all__ = ["claims_table"]
 
 _NEAR_BEST = 1.0
@@ -63,7 +65,7 @@ def _study_means(runs: dict[int, dict[str, Any]], prefix: str) -> dict[str, floa
     for run in runs.values():
         for name, figures in run.get("studies", {}).get("gap", {}).items():
             if name.startswith(prefix):
-                pooled.setdefault(name.split("/")[0], []).append(figures["max_box_acc_v2"])
+                pooled.setdefault(study_group(name), []).append(figures["max_box_acc_v2"])
     return {name: float(np.mean(values)) for name, values in pooled.items()}
 
 

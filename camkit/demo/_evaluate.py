@@ -115,6 +115,10 @@ class _StudyMeters:
     boxes: BoxAccuracy
     pixels: PixelAP
 
+    def update(self, scoremaps: Tensor, targets: _Targets) -> None:
+        self.boxes.update(scoremaps, targets.boxes)
+        self.pixels.update(scoremaps, targets.masks.to(torch.uint8))
+
     def result(self) -> dict[str, Any]:
         boxes = self.boxes.compute()
         return {"max_box_acc_v2": boxes.max_box_acc_v2,
@@ -184,9 +188,7 @@ def evaluate(
                     for name, map_fn in studies[model][1].items():
                         maps = normalize_map(upsample_map(map_fn(captured[0], targets.labels),
                                                           size))
-                        study_meters[model][name].boxes.update(maps, targets.boxes)
-                        study_meters[model][name].pixels.update(
-                            maps, targets.masks.to(torch.uint8))
+                        study_meters[model][name].update(maps, targets)
             bar.update()
     return Evaluation(
         top1={model: 100.0 * hits / count for model, hits in correct.items()},

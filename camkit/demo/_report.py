@@ -12,7 +12,7 @@ from camkit._io import write_json_atomic, write_text_atomic
 
 from ._machine import describe_machine
 from ._pictures import draw_pictures
-from ._run import Trained
+from ._run import Trained, study_group
 
 __all__ = ["format_claims", "format_spread", "format_table", "smoke_test_banner", "summarize",
            "write_benchmark", "write_outputs"]
@@ -113,7 +113,7 @@ def _study_tables(studies: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     for model, variants in studies.items():
         pooled: dict[str, list[tuple[float, float]]] = {}
         for name, fig in variants.items():
-            pooled.setdefault(name.split("/bank=")[0], []).append(
+            pooled.setdefault(study_group(name), []).append(
                 (fig["max_box_acc_v2"], fig["pxap"]))
         lines += ["", f"Model {model}: MaxBoxAccV2 and PxAP of each variant (momentum "
                   "variants: mean over the bank draws).", "",

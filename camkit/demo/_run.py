@@ -20,9 +20,9 @@ from ._config import ABLATION_ITERATIONS, ABLATION_MOMENTA, DemoConfig
 from ._evaluate import MapFn, Row, evaluate
 from ._machine import machine
 from ._model import DemoNet, to_input
-from ._train import BatchOf, TrainingLog, flipped_batches, render_split, train
+from ._train import BatchOf, TrainingLog, flipped_batches, random_flip, render_split, train
 
-__all__ = ["MODEL_NAMES", "Trained", "run_seed"]
+__all__ = ["MODEL_NAMES", "Trained", "run_seed", "study_group"]
 
 #: Model key → the name shown for its classifier.
 MODEL_NAMES = {"gap": "GAP", "tap": "TAP", "has": "HaS", "adl": "ADL"}
@@ -68,13 +68,19 @@ def _hidden_batches(images: Tensor, net: DemoNet) -> BatchOf:
     fill = to_input(images[:256]).mean(dim=(0, 2, 3))
 
     def batch_of(index: Tensor, generator: torch.Generator) -> Tensor:
-        x = to_input(images[index])
-        flip = torch.rand(x.shape[0], generator=generator) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = random_flip(to_input(images[index]), generator)
         x = hide_patches(x, HAS_GRID, HAS_HIDE_PROB, fill=fill, generator=generator)
         with torch.no_grad():
             return net.trunk(x)
     return batch_of
+
+
+_DRAW = "/bank="  # study key of a momentum bank: f"lambda={m:g}{_DRAW}{k}"
+
+
+def study_group(key: str) -> str:
+    """The variant a study key belongs to: a momentum bank's key without its draw number."""
+    return key.split(_DRAW)[0]
 
 
 def _momentum_banks(config: DemoConfig, channels: int) -> dict[str, ContextEmbeddingBank]:
@@ -83,7 +89,7 @@ def _momentum_banks(config: DemoConfig, channels: int) -> dict[str, ContextEmbed
     for momentum in ABLATION_MOMENTA:
         for k in range(config.ablation_banks):
             generator = torch.Generator().manual_seed(1_000 * config.seed + k)
-            banks[f"lambda={momentum:g}/bank={k}"] = ContextEmbeddingBank(
+            banks[f"lambda={momentum:g}{_DRAW}{k}"] = ContextEmbeddingBank(
                 config.num_classes, channels, momentum=momentum, generator=generator)
     return banks
 

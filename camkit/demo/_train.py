@@ -18,21 +18,23 @@ from camkit.cam import class_activation_map
 from camkit.cream import ContextEmbeddingBank
 from camkit.localizer import Localizer
 
-__all__ = ["BatchOf", "TrainingLog", "capture_outputs", "flipped_batches", "render_split",
-           "train"]
+__all__ = ["BatchOf", "TrainingLog", "capture_outputs", "flipped_batches", "random_flip",
+           "render_split", "train"]
 
 #: ``batch_of(index, generator)``: the model input of the training items ``index`` (with
 #: their random augmentation drawn from ``generator``).
 BatchOf = Callable[[Tensor, torch.Generator], Tensor]
 
 
+def random_flip(x: Tensor, generator: torch.Generator) -> Tensor:
+    """``x (Tensor[B, C, h, w])`` with each item flipped horizontally with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
 def flipped_batches(inputs: Tensor) -> BatchOf:
     """Batches of ``inputs (Tensor[N, ...])`` with a random half flipped horizontally."""
-    def batch_of(index: Tensor, generator: torch.Generator) -> Tensor:
-        x = inputs[index].float()
-        flip = torch.rand(x.shape[0], generator=generator) < 0.5
-        return torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return batch_of
+    return lambda index, generator: random_flip(inputs[index].float(), generator)
 
 
 @contextmanager
