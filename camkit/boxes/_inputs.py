@@ -16,6 +16,27 @@ from camkit._checks import is_tensor, real_number
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
 
 
+def as_array(value: object) -> np.ndarray | None:
+    """``value`` (an array, a tensor on any device or nested sequences) as a NumPy array, or
+    ``None`` when NumPy cannot make one array of it (ragged nesting; tensors in a list that
+    torch cannot convert; the caller names what it expected).
+
+    A tensor is detached and copied to the CPU; bfloat16, which NumPy lacks, becomes the exact
+    float32.
+    """
+    if is_tensor(value):
+        import torch
+
+        tensor = value.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        return tensor.numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return None
+
+
 def as_float64_maps(value: object, name: str, *, ndim: tuple[int, ...],
                     unit_interval: bool = True) -> np.ndarray:
     """Return ``value`` as a float64 array after checking the score-map rules of the protocol.
@@ -71,19 +92,10 @@ def as_boxes(value: object, name: str, *, size: tuple[int, int] | None = None) -
     validation box ends at the image's height), which ``resize_boxes`` maps to exactly ``W``
     or ``H``.
     """
-    if is_tensor(value):
-        import torch
-
-        value = value.detach().cpu()
-        if value.dtype == torch.bfloat16:  # NumPy has no bfloat16; the cast is exact
-            value = value.float()
-        value = value.numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged; tensors
-        # in a list that torch cannot convert (RuntimeError)
+    array = as_array(value)
+    if array is None:
         raise TypeError(f"{name} must be an (N, 4) array of integer coordinates, got "
-                        f"{type(value).__name__}") from error
+                        f"{type(value).__name__}")
     if array.dtype == object and array.size and all(type(item) is int for item in array.flat):
         # Python ints past int64: float64 is exact within the limit, and past it only the
         # range checks below look at the values.

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from camkit._checks import check_bool, check_finite_number, is_tensor
+from camkit._checks import check_bool, check_finite_number
 from camkit.boxes import ThresholdBoxes, threshold_boxes
+from camkit.boxes._inputs import as_array
 from camkit.metrics._box import reached_runs, split_batch
 from camkit.metrics._state import CountingState
 
@@ -175,16 +176,8 @@ class LocalizationAccuracy(CountingState):
 
 def _as_array(value: object, name: str) -> np.ndarray:
     """``value`` (an array, a tensor on any device or nested sequences) as a NumPy array."""
-    if is_tensor(value):
-        import torch
-
-        tensor = value.detach().cpu()
-        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; the cast is exact
-            tensor = tensor.float()
-        return tensor.numpy()
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged; tensors
-        # in a list that torch cannot convert (RuntimeError)
+    found = as_array(value)
+    if found is None:
         raise TypeError(f"{name} must be a numpy.ndarray or torch.Tensor, got "
-                        f"{type(value).__name__}") from error
+                        f"{type(value).__name__}")
+    return found

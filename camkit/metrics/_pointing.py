@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camkit._checks import check_finite_number, check_positive_int, is_tensor
-from camkit.boxes._inputs import as_boxes, as_float64_maps
+from camkit._checks import check_finite_number, check_positive_int
+from camkit.boxes._inputs import as_array, as_boxes, as_float64_maps
 from camkit.metrics._pixel import IGNORE, as_masks
 from camkit.metrics._state import CountingState, as_image_list
 
@@ -99,11 +99,8 @@ def as_flags(value: object, batch: int, single: bool) -> np.ndarray:
     """``ignore`` as a ``(B,)`` bool array (``None``: nothing ignored; one bool for one map)."""
     if value is None:
         return np.zeros(batch, dtype=bool)
-    if is_tensor(value):
-        value = value.detach().cpu().numpy()
-    try:
-        found = np.asarray(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError):  # ragged
+    found = as_array(value)
+    if found is None:
         found = np.asarray(None)
     if single and found.ndim == 0:
         found = found.reshape(1)
@@ -120,11 +117,8 @@ def as_labels(value: object, batch: int, num_classes: int | None) -> np.ndarray 
             raise ValueError(f"labels must be given with num_classes={num_classes} (the class "
                              f"of each map), got None")
         return None
-    if is_tensor(value):
-        value = value.detach().cpu().numpy()
-    try:
-        found = np.asarray(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError):  # ragged
+    found = as_array(value)
+    if found is None:
         found = np.asarray(None)
     if found.shape != (batch,) or found.dtype.kind not in "iu":  # not bool: not a class
         raise ValueError(f"labels must be (B,) integers with B = {batch}, got "
